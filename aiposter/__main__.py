@@ -1,0 +1,3 @@
+from aiposter.cli import main
+
+main()

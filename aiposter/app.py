@@ -1,0 +1,90 @@
+"""Start-up shared by every command: config checks, engine, single-process lock, migrations, keys."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy.engine import Engine
+from sqlmodel import select
+
+from aiposter import crypto, db
+from aiposter.config import Config, ConfigError
+from aiposter.core import queue as workqueue
+from aiposter.core.models import Watch
+from aiposter.db import session_scope
+from aiposter.logs import fields
+
+log = logging.getLogger("aiposter")
+
+
+@dataclass
+class App:
+    cfg: Config
+    engine: Engine
+    keyring: crypto.Keyring | None = None
+    lock: db.ProcessLock | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def close(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+        self.engine.dispose()
+
+
+def open_app(cfg: Config, *, migrate: bool = True, lock: bool = False, keys: bool = True) -> App:
+    """Open the database the config names. ``lock``: this is the daemon (one per SQLite file)."""
+    url = cfg.db_url
+    db.check_url(url)
+    try:
+        cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        cfg.media_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"[daemon] data_dir: cannot create {cfg.data_dir}: {exc.strerror}") from None
+    engine = db.make_engine(url, pool_size=cfg.db.pool_size + cfg.daemon.workers, echo=cfg.db.echo)
+    app = App(cfg, engine)
+    path = db.sqlite_path(url)
+    try:
+        if lock and path is not None:
+            app.lock = db.ProcessLock(path)
+            app.lock.acquire()
+        if migrate:
+            db.migrate(engine)
+        if keys:
+            app.keyring = crypto.load_keyring(cfg, engine)
+        if lock and path is not None:
+            # We hold the file lock, so no other worker exists: leases left by a crash are stale.
+            with session_scope(engine) as s:
+                n = workqueue.release_all(s)
+            if n:
+                log.info("daemon.leases_released", extra=fields(count=n))
+    except BaseException:
+        app.close()
+        raise
+    return app
+
+
+def ensure_quickstart(app: App) -> Watch | None:
+    """The embedded-defaults watch: an inbox folder whose photos go to the outbox."""
+    qs = app.cfg.quickstart
+    if not qs.enabled:
+        return None
+    from aiposter.services import users, watches
+
+    inbox = Path(qs.inbox).expanduser().resolve()
+    inbox.mkdir(parents=True, exist_ok=True)
+    with session_scope(app.engine) as s:
+        try:
+            owner = users.get_user_by_email(s, qs.owner_email)
+        except users.NotFound:
+            owner = users.create_user(s, qs.owner_email, display_name="Owner", role="admin")
+        existing = s.exec(select(Watch).where(Watch.user_id == owner.id, Watch.name == "quickstart")).first()
+        if existing is not None:
+            return existing
+        w = watches.create_watch(s, app.cfg, owner, watches.WatchSpec(
+            folder=str(inbox), name="quickstart", interval_seconds=qs.interval_seconds, targets=["outbox"],
+            backfill=qs.backfill), allow_any_folder=True)
+        log.info("quickstart.ready", extra=fields(inbox=str(inbox), outbox=app.cfg.publishers.outbox.directory,
+                                                  watch_id=w.id))
+        return w

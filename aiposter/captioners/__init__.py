@@ -1,0 +1,24 @@
+"""Captioners: turn a prepared image into per-platform captions. One module per provider."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from aiposter.captioners.base import Captioner
+    from aiposter.config import Config
+
+CAPTIONERS = ("template", "openai", "gemini", "anthropic", "openai_compatible")
+
+
+def build(name: str, cfg: Config) -> Captioner:
+    if name == "template":
+        from aiposter.captioners.template import TemplateCaptioner
+
+        return TemplateCaptioner(cfg)
+    if name in ("openai", "gemini", "anthropic", "openai_compatible"):
+        import importlib
+
+        module = importlib.import_module(f"aiposter.captioners.{name}")
+        return module.build(cfg)
+    raise ValueError(f"unknown captioner {name!r} (known: {', '.join(CAPTIONERS)})")

@@ -1,0 +1,71 @@
+"""The copy of an image that is sent to an LLM: small, and carrying nothing but pixels.
+
+``aiposter.images.prepare`` already produced a clean JPEG (oriented, metadata stripped, at most
+``images.max_edge`` px). Providers do not see more detail above roughly 1.5 megapixels, yet bill tokens
+and transfer time for every pixel, so the captioner sends a second, smaller copy. It is re-encoded from
+pixels only (no EXIF, no XMP, no ICC profile, no comment), so even a file that skipped ``prepare`` could
+not leak its GPS position, and it is decoded under the same decompression-bomb limit.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from aiposter.core.errors import ImageError
+
+JPEG_QUALITY = 85  # the model reads shapes and colours, not compression artefacts; 85 halves the bytes of 95
+
+
+@dataclass(frozen=True)
+class LLMImage:
+    data: bytes          # a baseline JPEG, no metadata
+    width: int
+    height: int
+    mime_type: str = "image/jpeg"
+
+    def b64(self) -> str:
+        return base64.b64encode(self.data).decode("ascii")
+
+    def data_url(self) -> str:
+        return f"data:{self.mime_type};base64,{self.b64()}"
+
+
+def downscale(path: Path, *, max_edge: int, max_pixels: int) -> LLMImage:
+    """Read ``path`` and return a JPEG whose long edge is at most ``max_edge``, stripped of metadata.
+
+    Raises ImageError (permanent) when the file cannot be decoded or is over ``max_pixels``.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                w, h = img.size
+                if w * h > max_pixels:
+                    raise ImageError(f"the image is {w}x{h} pixels, over the {max_pixels:,} pixel limit "
+                                     "(images.max_pixels)", code="too_many_pixels")
+                # JPEG can decode straight at 1/2, 1/4 or 1/8 scale: far less memory and time than a
+                # full decode followed by a resize. The size it picks is never below the request.
+                img.draft("RGB", (max_edge, max_edge))
+                out = ImageOps.exif_transpose(img.convert("RGB"))
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(f"the image is too large to decode safely (over {max_pixels:,} pixels; "
+                         "images.max_pixels)", code="too_many_pixels") from None
+    except UnidentifiedImageError:
+        raise ImageError("not an image the captioner can read", code="not_image") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"the image is corrupt or truncated: {exc}", code="corrupt") from None
+    if max(out.size) > max_edge:
+        out.thumbnail((max_edge, max_edge), Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    # A fresh image object from pixels: nothing from the source's info dict can ride along.
+    Image.frombytes("RGB", out.size, out.tobytes()).save(buf, format="JPEG", quality=JPEG_QUALITY,
+                                                         optimize=True)
+    return LLMImage(buf.getvalue(), out.size[0], out.size[1])

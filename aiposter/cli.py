@@ -1,0 +1,522 @@
+"""The ``aiposter`` command: a thin shell over the service functions.
+
+Exit codes: 0 ok; 2 bad usage or bad config (one clear line on stderr); 1 runtime failure.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import click
+import typer
+
+from aiposter import config as config_mod
+from aiposter import crypto, logs
+from aiposter.app import App, ensure_quickstart, open_app
+from aiposter.config import ConfigError
+from aiposter.db import AlreadyRunning, pending_migrations, session_scope
+from aiposter.services import Invalid, ServiceError
+from aiposter.services import posts as posts_svc
+from aiposter.services import users as users_svc
+from aiposter.services import watches as watches_svc
+
+app = typer.Typer(help="ai-poster: watch folders, caption images, publish posts.", no_args_is_help=True,
+                  add_completion=False, pretty_exceptions_enable=False)
+user_app = typer.Typer(help="Manage users.", no_args_is_help=True)
+watch_app = typer.Typer(help="Manage watches (folders polled for new images).", no_args_is_help=True)
+posts_app = typer.Typer(help="Inspect posts.", no_args_is_help=True)
+config_app = typer.Typer(help="Configuration.", no_args_is_help=True)
+keys_app = typer.Typer(help="Encryption keys for stored credentials.", no_args_is_help=True)
+app.add_typer(user_app, name="user")
+app.add_typer(watch_app, name="watch")
+app.add_typer(posts_app, name="posts")
+app.add_typer(config_app, name="config")
+app.add_typer(keys_app, name="keys")
+
+log = logging.getLogger("aiposter")
+
+ConfigOpt = Annotated[str | None, typer.Option("--config", "-c", help="Config file (default: "
+                                               "$AIPOSTER_CONFIG, then ./config.toml, then built-in defaults).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+class _State:
+    config_path: str | None = None
+
+
+state = _State()
+
+
+@app.callback()
+def _root(config: ConfigOpt = None) -> None:
+    state.config_path = config
+
+
+def fail(message: str, code: int) -> typer.Exit:
+    typer.echo(f"aiposter: {message}", err=True)
+    return typer.Exit(code)
+
+
+def load_config() -> config_mod.Config:
+    try:
+        cfg = config_mod.load(state.config_path)
+    except ConfigError as exc:
+        raise fail(f"config error: {exc}", 2) from None
+    logs.setup(cfg.log.level, cfg.log.format)
+    return cfg
+
+
+def open_db(cfg: config_mod.Config, **kw) -> App:
+    try:
+        return open_app(cfg, **kw)
+    except ConfigError as exc:
+        raise fail(f"config error: {exc}", 2) from None
+    except AlreadyRunning as exc:
+        raise fail(str(exc), 1) from None
+    except Exception as exc:  # noqa: BLE001 - e.g. database unreachable: one line, not a traceback
+        raise fail(f"cannot open the database: {exc.__class__.__name__}: {_first_line(exc)}", 1) from None
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [""])[0]
+
+
+def service_call(fn):
+    """Map service errors to exit codes: invalid input is usage (2), the rest runtime (1)."""
+    try:
+        return fn()
+    except Invalid as exc:
+        raise fail(f"{exc.field + ': ' if exc.field else ''}{exc.message}", 2) from None
+    except ServiceError as exc:
+        raise fail(exc.message, 1) from None
+
+
+def print_table(rows: list[dict], columns: list[str]) -> None:
+    if not rows:
+        typer.echo("(none)")
+        return
+    cells = [[("" if r.get(c) is None else str(r.get(c))).replace("\n", " ") for c in columns] for r in rows]
+    widths = [min(60, max(len(c), *(len(row[i]) for row in cells))) for i, c in enumerate(columns)]
+    typer.echo("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
+    for row in cells:
+        typer.echo("  ".join(v[:w].ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+def print_json(data) -> None:
+    typer.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+
+
+# =========================================================================== run / migrate
+
+
+@app.command()
+def run(no_migrate: Annotated[bool, typer.Option("--no-migrate", help="Do not apply migrations at start.")]
+        = False,
+        no_api: Annotated[bool, typer.Option("--no-api", help="Do not serve the admin API.")] = False) -> None:
+    """Run the daemon: poll watches, caption and publish (and serve the admin API)."""
+    serve(no_migrate=no_migrate, with_api=not no_api, with_worker=True)
+
+
+@app.command()
+def worker(no_migrate: Annotated[bool, typer.Option("--no-migrate")] = False) -> None:
+    """Run only the scheduler and workers (no API)."""
+    serve(no_migrate=no_migrate, with_api=False, with_worker=True)
+
+
+def serve(no_migrate: bool, with_api: bool, with_worker: bool) -> None:
+    from aiposter.core.daemon import Daemon, instance_id
+    from aiposter.core.pipeline import Context
+
+    cfg = load_config()
+    application = open_db(cfg, migrate=not no_migrate, lock=with_worker)
+    try:
+        if no_migrate:
+            pending = pending_migrations(application.engine)
+            if pending:
+                raise fail(f"{len(pending)} database migration(s) pending; run `aiposter migrate` or start "
+                           "without --no-migrate", 2)
+        stop = threading.Event()
+
+        def _signal(signum, _frame):
+            log.info("daemon.signal", extra=logs.fields(signal=signal.Signals(signum).name))
+            stop.set()
+
+        signal.signal(signal.SIGTERM, _signal)
+        signal.signal(signal.SIGINT, _signal)
+        daemon = None
+        if with_worker:
+            ensure_quickstart(application)
+            ctx = Context(cfg, application.engine, owner=instance_id(cfg.daemon.instance_name),
+                          keyring=application.keyring)
+            daemon = Daemon(ctx)
+            daemon.start()
+        server = None
+        if with_api and cfg.api.enabled:
+            try:
+                from aiposter.api.server import start_server
+            except ImportError:
+                start_server = None
+            if start_server is not None:
+                server = start_server(application, daemon)
+        stop.wait()
+        if server is not None:
+            server.stop()
+        if daemon is not None:
+            daemon.stop()
+    finally:
+        application.close()
+
+
+@app.command()
+def migrate() -> None:
+    """Apply database migrations."""
+    cfg = load_config()
+    application = open_db(cfg, migrate=False, keys=False)
+    try:
+        pending = pending_migrations(application.engine)
+        from aiposter.db import migrate as do_migrate
+
+        do_migrate(application.engine)
+        typer.echo(f"applied {len(pending)} migration(s); database is up to date")
+    finally:
+        application.close()
+
+
+# =========================================================================== users
+
+
+def _read_password(password_stdin: bool) -> str | None:
+    if password_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    if sys.stdin.isatty():
+        return typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    return None
+
+
+@user_app.command("create")
+def user_create(email: str,
+                name: Annotated[str, typer.Option("--name", help="Display name.")] = "",
+                admin: Annotated[bool, typer.Option("--admin", help="Make the user an admin.")] = False,
+                password_stdin: Annotated[bool, typer.Option("--password-stdin",
+                                                             help="Read the password from stdin.")] = False,
+                no_password: Annotated[bool, typer.Option("--no-password",
+                                                          help="No login (owns watches only).")] = False,
+                as_json: JsonOpt = False) -> None:
+    """Create a user (prompts for the password unless --password-stdin or --no-password)."""
+    cfg = load_config()
+    password = None if no_password else _read_password(password_stdin)
+    if password is None and not no_password:
+        raise fail("no password: give --password-stdin (and pipe it), run interactively, or --no-password", 2)
+    application = open_db(cfg, keys=False)
+    try:
+        with session_scope(application.engine) as s:
+            u = service_call(lambda: users_svc.create_user(
+                s, email, password, display_name=name, role="admin" if admin else "user"))
+            data = _user_dict(u)
+    finally:
+        application.close()
+    print_json(data) if as_json else typer.echo(f"created {data['role']} {data['email']} (id {data['id']})")
+
+
+def _user_dict(u) -> dict:
+    return {"id": u.id, "email": u.email, "display_name": u.display_name, "role": u.role,
+            "disabled": u.disabled, "processing_paused": u.processing_paused,
+            "created_at": u.created_at.isoformat(timespec="seconds")}
+
+
+@user_app.command("list")
+def user_list(as_json: JsonOpt = False) -> None:
+    """List users."""
+    cfg = load_config()
+    application = open_db(cfg, keys=False)
+    try:
+        with session_scope(application.engine) as s:
+            rows = [_user_dict(u) for u in users_svc.list_users(s)]
+    finally:
+        application.close()
+    print_json(rows) if as_json else print_table(rows, ["id", "email", "display_name", "role", "disabled"])
+
+
+@user_app.command("delete")
+def user_delete(email: str,
+                yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask to confirm.")] = False) -> None:
+    """Delete a user and everything of theirs: tokens, watches, posts and stored media."""
+    cfg = load_config()
+    application = open_db(cfg, keys=False)
+    try:
+        with session_scope(application.engine) as s:
+            u = service_call(lambda: users_svc.get_user_by_email(s, email))
+            if not yes:
+                if not sys.stdin.isatty():
+                    raise fail("refusing to delete without confirmation: pass --yes", 2)
+                typer.confirm(f"Delete {u.email} and all their watches, posts and connections?", abort=True)
+            counts = users_svc.delete_user(s, u, application.cfg.media_dir)
+    finally:
+        application.close()
+    typer.echo(f"deleted {email} ({counts['posts']} post record(s))")
+
+
+# =========================================================================== watches
+
+
+def _spec(folder, name, source, connection, interval, targets, template, template_file, captioner, backfill,
+          max_age_hours, min_spacing, enabled) -> watches_svc.WatchSpec:
+    if template_file is not None:
+        try:
+            template = Path(template_file).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise fail(f"--template-file: cannot read {template_file}: {exc.strerror}", 2) from None
+    return watches_svc.WatchSpec(
+        folder=folder, name=name, source=source, source_connection_id=connection, interval_seconds=interval,
+        targets=targets or None, prompt_template=template, captioner=captioner, backfill=backfill,
+        maximum_age_hours=max_age_hours, min_spacing_seconds=min_spacing, enabled=enabled)
+
+
+FolderOpt = Annotated[str | None, typer.Option("--folder", help="Local path, or Drive folder id.")]
+NameOpt = Annotated[str | None, typer.Option("--name")]
+SourceOpt = Annotated[str | None, typer.Option("--source", help="local | google_drive")]
+ConnOpt = Annotated[int | None, typer.Option("--connection", help="Source connection id (Drive).")]
+IntervalOpt = Annotated[int | None, typer.Option("--interval", help="Polling interval in seconds.")]
+TargetOpt = Annotated[list[str] | None, typer.Option("--target", help="outbox, or PLATFORM:CONNECTION_ID; "
+                                                     "repeat for several.")]
+TemplateOpt = Annotated[str | None, typer.Option("--template", help="Prompt/caption template (Jinja2).")]
+TemplateFileOpt = Annotated[str | None, typer.Option("--template-file")]
+CaptionerOpt = Annotated[str | None, typer.Option("--captioner", help="Override the install's captioner.")]
+BackfillOpt = Annotated[bool | None, typer.Option("--backfill/--no-backfill",
+                                                  help="Post files already in the folder at the first poll.")]
+MaxAgeOpt = Annotated[float | None, typer.Option("--max-age-hours", help="Skip files older than this (0: off).")]
+SpacingOpt = Annotated[int | None, typer.Option("--min-spacing", help="Minimum seconds between posts.")]
+EnabledOpt = Annotated[bool | None, typer.Option("--enabled/--disabled")]
+
+
+def _owner(s, email: str | None):
+    if email:
+        return service_call(lambda: users_svc.get_user_by_email(s, email))
+    all_users = users_svc.list_users(s)
+    if len(all_users) == 1:
+        return all_users[0]
+    raise fail("--user EMAIL is required (there is not exactly one user)", 2)
+
+
+@watch_app.command("add")
+def watch_add(folder: FolderOpt = None, user: Annotated[str | None, typer.Option("--user")] = None,
+              name: NameOpt = None, source: SourceOpt = None, connection: ConnOpt = None,
+              interval: IntervalOpt = None, target: TargetOpt = None, template: TemplateOpt = None,
+              template_file: TemplateFileOpt = None, captioner: CaptionerOpt = None,
+              backfill: BackfillOpt = None, max_age_hours: MaxAgeOpt = None, min_spacing: SpacingOpt = None,
+              enabled: EnabledOpt = None, as_json: JsonOpt = False) -> None:
+    """Add a watch."""
+    if not folder:
+        raise fail("--folder is required", 2)
+    cfg = load_config()
+    spec = _spec(folder, name, source, connection, interval, target, template, template_file, captioner,
+                 backfill, max_age_hours, min_spacing, enabled)
+    application = open_db(cfg, keys=False)
+    try:
+        with session_scope(application.engine) as s:
+            owner = _owner(s, user)
+            w = service_call(lambda: watches_svc.create_watch(s, cfg, owner, spec, allow_any_folder=True))
+            data = watches_svc.watch_dict(s, w)
+    finally:
+        application.close()
+    print_json(data) if as_json else typer.echo(f"added watch {data['id']} on {data['folder']}")
+
+
+@watch_app.command("list")
+def watch_list(user: Annotated[str | None, typer.Option("--user")] = None, as_json: JsonOpt = False) -> None:
+    """List watches."""
+    cfg = load_config()
+    application = open_db(cfg, keys=False)
+    try:
+        with session_scope(application.engine) as s:
+            owner = service_call(lambda: users_svc.get_user_by_email(s, user)) if user else None
+            rows = [watches_svc.watch_dict(s, w) for w in watches_svc.list_watches(s, owner)]
+    finally:
+        application.close()
+    if as_json:
+        print_json(rows)
+    else:
+        for r in rows:
+            r["targets"] = ",".join(r["targets"])
+            r["state"] = "error" if r["last_poll_error"] else ("on" if r["enabled"] else "paused")
+        print_table(rows, ["id", "name", "source", "folder", "interval_seconds", "targets", "state",
+                           "last_poll_at"])
+
+
+@watch_app.command("show")
+def watch_show(watch_id: int, as_json: JsonOpt = False) -> None:
+    """Show one watch."""
+    cfg = load_config()
+    application = open_db(cfg, keys=False)
+    try:
+        with session_scope(application.engine) as s:
+            data = watches_svc.watch_dict(s, service_call(lambda: watches_svc.get_watch(s, watch_id)))
+    finally:
+        application.close()
+    if as_json:
+        print_json(data)
+    else:
+        for k, v in data.items():
+            typer.echo(f"{k:>20}: {v if v is not None else ''}")
+
+
+@watch_app.command("edit")
+def watch_edit(watch_id: int, folder: FolderOpt = None, name: NameOpt = None, source: SourceOpt = None,
+               connection: ConnOpt = None, interval: IntervalOpt = None, target: TargetOpt = None,
+               template: TemplateOpt = None, template_file: TemplateFileOpt = None,
+               captioner: CaptionerOpt = None, backfill: BackfillOpt = None, max_age_hours: MaxAgeOpt = None,
+               min_spacing: SpacingOpt = None, enabled: EnabledOpt = None, as_json: JsonOpt = False) -> None:
+    """Edit a watch (only the options given change). A running daemon picks it up at its next tick."""
+    cfg = load_config()
+    spec = _spec(folder, name, source, connection, interval, target, template, template_file, captioner,
+                 backfill, max_age_hours, min_spacing, enabled)
+    application = open_db(cfg, keys=False)
+    try:
+        with session_scope(application.engine) as s:
+            w = service_call(lambda: watches_svc.get_watch(s, watch_id))
+            owner = s.get(users_svc.User, w.user_id)
+            service_call(lambda: watches_svc.update_watch(s, cfg, owner, w, spec, allow_any_folder=True))
+            data = watches_svc.watch_dict(s, w)
+    finally:
+        application.close()
+    print_json(data) if as_json else typer.echo(f"updated watch {watch_id}")
+
+
+@watch_app.command("remove")
+def watch_remove(watch_id: int, yes: Annotated[bool, typer.Option("--yes", "-y")] = False) -> None:
+    """Remove a watch and its post records."""
+    cfg = load_config()
+    application = open_db(cfg, keys=False)
+    try:
+        with session_scope(application.engine) as s:
+            w = service_call(lambda: watches_svc.get_watch(s, watch_id))
+            if not yes:
+                if not sys.stdin.isatty():
+                    raise fail("refusing to remove without confirmation: pass --yes", 2)
+                typer.confirm(f"Remove watch {watch_id} ({w.folder}) and its post records?", abort=True)
+            watches_svc.delete_watch(s, w, cfg.media_dir)
+    finally:
+        application.close()
+    typer.echo(f"removed watch {watch_id}")
+
+
+# =========================================================================== posts
+
+
+@posts_app.command("list")
+def posts_list(status: Annotated[str | None, typer.Option("--status")] = None,
+               watch: Annotated[int | None, typer.Option("--watch")] = None,
+               user: Annotated[str | None, typer.Option("--user")] = None,
+               limit: Annotated[int, typer.Option("--limit")] = 50,
+               before: Annotated[int | None, typer.Option("--before", help="Cursor: posts older than this id.")]
+               = None,
+               as_json: JsonOpt = False) -> None:
+    """List posts, newest first."""
+    cfg = load_config()
+    application = open_db(cfg, keys=False)
+    try:
+        with session_scope(application.engine) as s:
+            owner = service_call(lambda: users_svc.get_user_by_email(s, user)) if user else None
+            rows = [posts_svc.post_dict(s, p) for p in service_call(lambda: posts_svc.list_posts(
+                s, owner, status=status, watch_id=watch, limit=limit, before_id=before))]
+    finally:
+        application.close()
+    print_json(rows) if as_json else print_table(
+        rows, ["id", "watch_id", "file_name", "status", "created_at", "last_error"])
+
+
+@posts_app.command("show")
+def posts_show(post_id: int, as_json: JsonOpt = False) -> None:
+    """Show a post: captions, per-target status, platform ids, errors, token usage, history."""
+    cfg = load_config()
+    application = open_db(cfg, keys=False)
+    try:
+        with session_scope(application.engine) as s:
+            data = posts_svc.post_dict(s, service_call(lambda: posts_svc.get_post(s, post_id)), detail=True)
+    finally:
+        application.close()
+    if as_json:
+        print_json(data)
+        return
+    for k in ("id", "status", "file_name", "folder_name", "watch_id", "capture_time", "captioner",
+              "last_error", "created_at", "finished_at"):
+        typer.echo(f"{k:>14}: {data.get(k) if data.get(k) is not None else ''}")
+    usage = data["usage"]
+    if usage.get("input_tokens") is not None:
+        typer.echo(f"{'tokens':>14}: {usage.get('input_tokens')} in, {usage.get('output_tokens')} out "
+                   f"({usage.get('provider')} {usage.get('model', '')})")
+    for platform, text in data["captions"].items():
+        typer.echo(f"\ncaption [{platform}]:\n  " + text.replace("\n", "\n  "))
+    if data["alt_text"]:
+        typer.echo(f"\nalt text: {data['alt_text']}")
+    typer.echo("\ntargets:")
+    for t in data["targets"]:
+        typer.echo(f"  #{t['id']} {t['platform']}: {t['status']} (attempts {t['attempts']})"
+                   + (f" id={t['platform_post_id']}" if t["platform_post_id"] else "")
+                   + (f"\n      error: {t['last_error']}" if t["last_error"] else ""))
+    typer.echo("\nhistory:")
+    for e in data["events"]:
+        typer.echo(f"  {e['at']}  {e['state']:<10} {e['message']}")
+
+
+@posts_app.command("retry")
+def posts_retry(post_id: int, target_id: int) -> None:
+    """Retry a failed target of a post."""
+    cfg = load_config()
+    application = open_db(cfg, keys=False)
+    try:
+        with session_scope(application.engine) as s:
+            p = service_call(lambda: posts_svc.get_post(s, post_id))
+            service_call(lambda: posts_svc.retry_target(s, p, target_id))
+    finally:
+        application.close()
+    typer.echo(f"target {target_id} of post {post_id} queued again")
+
+
+# =========================================================================== config / keys
+
+
+@config_app.command("check")
+def config_check(as_json: JsonOpt = False) -> None:
+    """Validate the config and print the effective values (secrets masked)."""
+    cfg = load_config()
+    try:
+        from aiposter.db import check_url
+
+        check_url(cfg.db_url)
+    except ConfigError as exc:
+        raise fail(f"config error: {exc}", 2) from None
+    data = config_mod.masked(cfg)
+    if as_json:
+        print_json(data)
+    else:
+        typer.echo(f"# effective configuration (from {cfg.source}); secrets masked\n")
+        typer.echo(config_mod.to_toml(data))
+
+
+@keys_app.command("new")
+def keys_new() -> None:
+    """Print a new encryption key (KEYID:BASE64). Store it as security.encryption_key(_file)."""
+    typer.echo(crypto.new_key().encode())
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except click.exceptions.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(1)
+    except click.exceptions.UsageError as exc:
+        exc.show()
+        sys.exit(2)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    sys.exit(0)

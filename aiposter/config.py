@@ -1,0 +1,407 @@
+"""Configuration: one TOML file, overridable per key by environment, secrets optionally from files.
+
+Lookup order for the file: ``--config``, ``$AIPOSTER_CONFIG``, ``./config.toml``; with none of them the
+built-in defaults apply (the embedded mode). Every key can be overridden by an environment variable named
+``AIPOSTER_<SECTION>_<KEY>`` (``AIPOSTER_DB_URL``, ``AIPOSTER_LOG_FORMAT``,
+``AIPOSTER_CAPTIONER_OPENAI_API_KEY``). Every secret key ``k`` also accepts ``k_file`` (and
+``AIPOSTER_..._K_FILE``): the path of a file holding the secret.
+
+Errors never surface as tracebacks: :class:`ConfigError` carries one line naming the key and its source.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+ENV_PREFIX = "AIPOSTER_"
+CONFIG_ENV = "AIPOSTER_CONFIG"
+DEFAULT_CONFIG_PATH = Path("config.toml")
+
+
+class ConfigError(Exception):
+    """A configuration problem the operator must fix; the message is one line."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, validate_default=True)
+
+
+class DBConfig(Section):
+    url: SecretStr = SecretStr("sqlite:///./data/aiposter.db")
+    pool_size: int = Field(5, ge=1, le=100)
+    echo: bool = False
+
+
+class DaemonConfig(Section):
+    data_dir: str = "./data"
+    workers: int = Field(4, ge=1, le=64)
+    tick_seconds: float = Field(1.0, gt=0, le=60)
+    lease_seconds: int = Field(60, ge=2, le=3600)
+    housekeeping_seconds: int = Field(30, ge=1, le=3600)
+    shutdown_timeout_seconds: float = Field(5.0, gt=0, le=300)
+    instance_name: str = ""
+
+
+class LogConfig(Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["text", "json"] = "text"
+
+
+class SecurityConfig(Section):
+    encryption_key: SecretStr | None = None
+    encryption_key_file: str = ""
+    previous_encryption_keys: list[SecretStr] = []
+    session_lifetime_hours: int = Field(24 * 14, ge=1)
+
+
+class RetryConfig(Section):
+    base_delay_seconds: float = Field(15.0, gt=0)
+    max_delay_seconds: float = Field(3600.0, gt=0)
+    download_attempts: int = Field(5, ge=1, le=100)
+    caption_attempts: int = Field(5, ge=1, le=100)
+    publish_attempts: int = Field(5, ge=1, le=100)
+
+
+class ImagesConfig(Section):
+    max_file_bytes: int = Field(50 * 1024 * 1024, ge=1024)
+    max_pixels: int = Field(100_000_000, ge=10_000)
+    max_edge: int = Field(4096, ge=320, le=16384)
+    jpeg_quality: int = Field(90, ge=50, le=100)
+
+
+class WatchDefaultsConfig(Section):
+    interval_seconds: int = Field(300, ge=5)
+    min_spacing_seconds: int = Field(0, ge=0)
+    maximum_age_hours: float = Field(0, ge=0)
+    settle_seconds: float = Field(2.0, ge=0)
+
+
+class TemplateCaptionerConfig(Section):
+    template: str = "{{ file_stem | replace('_', ' ') }}{% if folder %} — {{ folder }}{% endif %}" \
+        "{% if capture_date %} ({{ capture_date }}){% endif %}{% if hashtags %}\n\n{{ hashtags }}{% endif %}"
+    default_hashtags: list[str] = []
+
+
+class LLMProviderConfig(Section):
+    model: str = ""
+    api_key: SecretStr | None = None
+    base_url: str = ""
+    timeout: float = Field(60.0, gt=0)
+    max_retries: int = Field(2, ge=0, le=10)
+    # Long edge of the copy sent to the model: fewer pixels, fewer tokens; 1568 is where Anthropic and
+    # OpenAI stop gaining detail anyway.
+    max_image_edge: int = Field(1568, ge=256, le=4096)
+    max_output_tokens: int = Field(1500, ge=64, le=32768)
+    temperature: float | None = Field(None, ge=0, le=2)  # None: the provider's default (some reject any)
+    # How the JSON answer is requested: a strict schema, bare JSON mode, or only by the prompt (for
+    # OpenAI-compatible servers and older models that support neither).
+    structured_output: Literal["json_schema", "json_object", "none"] = "json_schema"
+
+
+class CaptionerConfig(Section):
+    default: Literal["template", "openai", "gemini", "anthropic", "openai_compatible"] = "template"
+    template: TemplateCaptionerConfig = TemplateCaptionerConfig()
+    openai: LLMProviderConfig = LLMProviderConfig(model="gpt-4o-mini")
+    gemini: LLMProviderConfig = LLMProviderConfig(model="gemini-2.5-flash")
+    anthropic: LLMProviderConfig = LLMProviderConfig(model="claude-sonnet-4-5")
+    openai_compatible: LLMProviderConfig = LLMProviderConfig(
+        model="llava", base_url="http://127.0.0.1:11434/v1")
+    # The instruction LLM captioners follow when a watch has no prompt_template (sandboxed Jinja2).
+    prompt: str = "Write an engaging caption for this photo for each target platform."
+
+
+class OutboxConfig(Section):
+    directory: str = "./data/outbox"
+
+
+class PublishersConfig(Section):
+    outbox: OutboxConfig = OutboxConfig()
+
+
+class SourcesConfig(Section):
+    local_roots: list[str] = []
+
+
+class QuickstartConfig(Section):
+    enabled: bool = True
+    owner_email: str = "owner@localhost"
+    inbox: str = "./data/inbox"
+    interval_seconds: int = Field(10, ge=1)
+    backfill: bool = False
+
+
+class ApiConfig(Section):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+
+
+class Config(Section):
+    db: DBConfig = DBConfig()
+    daemon: DaemonConfig = DaemonConfig()
+    log: LogConfig = LogConfig()
+    security: SecurityConfig = SecurityConfig()
+    retry: RetryConfig = RetryConfig()
+    images: ImagesConfig = ImagesConfig()
+    watch_defaults: WatchDefaultsConfig = WatchDefaultsConfig()
+    captioner: CaptionerConfig = CaptionerConfig()
+    publishers: PublishersConfig = PublishersConfig()
+    sources: SourcesConfig = SourcesConfig()
+    quickstart: QuickstartConfig = QuickstartConfig()
+    api: ApiConfig = ApiConfig()
+
+    # Where the values came from; not a config key.
+    source: str = Field("built-in defaults", exclude=True)
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.daemon.data_dir)
+
+    @property
+    def media_dir(self) -> Path:
+        return self.data_dir / "media"
+
+    @property
+    def db_url(self) -> str:
+        return self.db.url.get_secret_value()
+
+
+# --------------------------------------------------------------------------- schema walking
+
+
+def _section_type(annotation: Any) -> type[Section] | None:
+    if isinstance(annotation, type) and issubclass(annotation, Section):
+        return annotation
+    return None
+
+
+def _is_secret(annotation: Any) -> bool:
+    if annotation is SecretStr:
+        return True
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_is_secret(a) for a in typing.get_args(annotation))
+    return False
+
+
+def _is_stringy(annotation: Any) -> bool:
+    if annotation in (str, SecretStr):
+        return True
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        return all(isinstance(a, str) for a in typing.get_args(annotation))
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return all(_is_stringy(a) for a in args)
+    return False
+
+
+def iter_keys(model: type[Section] = Config, prefix: tuple[str, ...] = ()):
+    """Yield (path, annotation) for every leaf key of the schema."""
+    for name, field in model.model_fields.items():
+        if field.exclude:
+            continue
+        sub = _section_type(field.annotation)
+        if sub is not None:
+            yield from iter_keys(sub, prefix + (name,))
+        else:
+            yield prefix + (name,), field.annotation
+
+
+def env_name(path: tuple[str, ...]) -> str:
+    return ENV_PREFIX + "_".join(p.upper() for p in path)
+
+
+def _fmt_key(path: tuple[str, ...] | list) -> str:
+    parts = [str(p) for p in path]
+    if len(parts) == 1:
+        return parts[0]
+    return f"[{'.'.join(parts[:-1])}] {parts[-1]}"
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def resolve_path(explicit: str | os.PathLike | None) -> Path | None:
+    """The config file to read, or None for built-in defaults. Missing explicit files are errors."""
+    if explicit:
+        p = Path(explicit)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist (given with --config)")
+        return p
+    env = os.environ.get(CONFIG_ENV)
+    if env:
+        p = Path(env)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist (given by ${CONFIG_ENV})")
+        return p
+    if DEFAULT_CONFIG_PATH.is_file():
+        return DEFAULT_CONFIG_PATH
+    return None
+
+
+def _read_secret_file(path: str, key: str, where: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"{where}: {key}: cannot read secret file {path}: {exc.strerror}") from None
+
+
+def _parse_env_value(raw: str, annotation: Any) -> Any:
+    if _is_stringy(annotation):
+        return raw
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return raw
+
+
+def load(explicit: str | os.PathLike | None = None, environ: dict[str, str] | None = None) -> Config:
+    environ = dict(os.environ if environ is None else environ)
+    path = resolve_path(explicit)
+    raw: dict[str, Any] = {}
+    origin: dict[tuple, str] = {}
+    where = str(path) if path else "built-in defaults"
+    if path is not None:
+        try:
+            with open(path, "rb") as fh:
+                raw = tomllib.load(fh)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+
+    # Secrets given as files inside the TOML.
+    for key_path, annotation in iter_keys():
+        if not _is_secret(annotation):
+            continue
+        parent = raw
+        for part in key_path[:-1]:
+            parent = parent.get(part) if isinstance(parent, dict) else None
+            if parent is None:
+                break
+        if not isinstance(parent, dict):
+            continue
+        file_key = key_path[-1] + "_file"
+        if file_key in parent:
+            fpath = parent.pop(file_key)
+            if not isinstance(fpath, str):
+                raise ConfigError(f"{where}: {_fmt_key(key_path[:-1] + (file_key,))}: must be a path string")
+            if fpath:
+                parent[key_path[-1]] = _read_secret_file(fpath, _fmt_key(key_path[:-1] + (file_key,)), where)
+
+    # Environment overrides.
+    known_env = {CONFIG_ENV}
+    for key_path, annotation in iter_keys():
+        name = env_name(key_path)
+        known_env.add(name)
+        value: Any = None
+        if name in environ:
+            value = _parse_env_value(environ[name], annotation)
+        if _is_secret(annotation):
+            known_env.add(name + "_FILE")
+            if environ.get(name + "_FILE"):
+                value = _read_secret_file(environ[name + "_FILE"], name + "_FILE", "environment")
+        if value is None:
+            continue
+        node = raw
+        for part in key_path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{where}: {_fmt_key(key_path[:-1])} must be a table")
+        node[key_path[-1]] = value
+        origin[key_path] = f"environment variable {name}"
+    unknown_env = sorted(k for k in environ if k.startswith(ENV_PREFIX) and k not in known_env)
+    if unknown_env:
+        raise ConfigError(f"environment: unknown variable {unknown_env[0]} (no such config key)")
+
+    try:
+        cfg = Config.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = tuple(str(p) for p in err["loc"])
+        # Pydantic reports union/secret sub-types in loc; trim to the real key.
+        key_path = loc
+        for i in range(len(loc), 0, -1):
+            if any(k[: i] == loc[:i] for k, _ in iter_keys()):
+                key_path = loc[:i]
+                break
+        src = origin.get(key_path, where)
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        else:
+            msg = err["msg"]
+            if "input" in err and not isinstance(err["input"], dict) and not _is_secret_path(key_path):
+                msg += f" (got {err['input']!r})"
+        raise ConfigError(f"{src}: {_fmt_key(key_path)}: {msg}") from None
+    cfg.source = where
+    return cfg
+
+
+def _is_secret_path(path: tuple[str, ...]) -> bool:
+    for key_path, annotation in iter_keys():
+        if key_path == path:
+            return _is_secret(annotation)
+    return False
+
+
+def masked(cfg: Config) -> dict[str, Any]:
+    """The effective config as plain data, secrets replaced by a mask."""
+
+    def walk(model: BaseModel) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, field in type(model).model_fields.items():
+            if field.exclude:
+                continue
+            value = getattr(model, name)
+            if isinstance(value, BaseModel):
+                out[name] = walk(value)
+            elif isinstance(value, SecretStr):
+                out[name] = "********" if value.get_secret_value() else ""
+            elif isinstance(value, list):
+                out[name] = ["********" if isinstance(v, SecretStr) else v for v in value]
+            else:
+                out[name] = value
+        return out
+
+    data = walk(cfg)
+    url = cfg.db_url
+    # The DB URL is secret only for its password: show the rest, it is what operators debug.
+    from sqlalchemy.engine import make_url
+
+    try:
+        data["db"]["url"] = make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - an unparsable URL is reported by check_runtime
+        data["db"]["url"] = "********"
+    return data
+
+
+def to_toml(data: dict[str, Any], prefix: str = "") -> str:
+    """Render masked config data as TOML (flat values first, then sub-tables)."""
+    lines: list[str] = []
+    tables = []
+    for k, v in data.items():
+        if isinstance(v, dict):
+            tables.append((k, v))
+        else:
+            lines.append(f"{k} = {json.dumps(v, ensure_ascii=False)}")
+    out = ""
+    if prefix and lines:
+        out += f"[{prefix}]\n"
+    out += "\n".join(lines) + ("\n" if lines else "")
+    for k, v in tables:
+        name = f"{prefix}.{k}" if prefix else k
+        sub = to_toml(v, name)
+        out += ("\n" if out else "") + sub
+    return out

@@ -1,0 +1,188 @@
+"""The scheduler: APScheduler 3.x drives three timers over a small pool of worker threads.
+
+* ``tick`` (every ``daemon.tick_seconds``): claim due watches and due post steps from the database, up
+  to the free worker slots, and hand them to the workers. Watches are due at their own
+  ``next_poll_at``, so each polls at its own interval; watches added, edited or "poll now"-ed while
+  running are picked up on the next tick; a leased watch is never polled twice at once.
+* ``renew`` (every third of ``daemon.lease_seconds``): extend the leases this process holds.
+* ``housekeeping``: delete media of finished posts left by a crash.
+
+Several replicas on one PostgreSQL share the work through the same claims; nothing else is needed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import socket
+import threading
+import uuid
+from pathlib import Path
+
+import sqlalchemy as sa
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from aiposter.core import pipeline, states
+from aiposter.core import queue as workqueue
+from aiposter.core.models import Post
+from aiposter.core.pipeline import Context
+from aiposter.db import session_scope
+from aiposter.logs import fields
+
+log = logging.getLogger("aiposter.daemon")
+
+
+def instance_id(name: str = "") -> str:
+    return name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class Daemon:
+    def __init__(self, ctx: Context):
+        self.ctx = ctx
+        self.cfg = ctx.cfg
+        self.tasks: queue.Queue = queue.Queue()
+        self.busy = 0
+        self._busy_lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.workers: list[threading.Thread] = []
+        self.scheduler = BackgroundScheduler(
+            executors={"default": ThreadPoolExecutor(3)},
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30},
+            timezone="UTC",
+        )
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        d = self.cfg.daemon
+        for i in range(d.workers):
+            t = threading.Thread(target=self._worker, name=f"worker-{i}", daemon=True)
+            t.start()
+            self.workers.append(t)
+        self.scheduler.add_job(self.tick, "interval", seconds=d.tick_seconds, id="tick")
+        self.scheduler.add_job(self.renew, "interval", seconds=max(1, d.lease_seconds // 3), id="renew")
+        self.scheduler.add_job(self.housekeeping, "interval", seconds=d.housekeeping_seconds, id="housekeeping")
+        self.scheduler.start()
+        self.housekeeping()
+        self.tick()
+        log.info("daemon.started", extra=fields(instance=self.ctx.owner, workers=d.workers))
+
+    @property
+    def running(self) -> bool:
+        return self.scheduler.running and not self.stopping.is_set()
+
+    def stop(self, timeout: float | None = None) -> bool:
+        """Stop claiming, give in-flight steps ``timeout`` seconds, then release our leases.
+
+        Returns True if every worker finished. Work cut off is safe: it resumes from its last committed
+        state on the next start (a target cut off mid-publish is reconciled before any re-send)."""
+        timeout = self.cfg.daemon.shutdown_timeout_seconds if timeout is None else timeout
+        self.stopping.set()
+        try:
+            self.scheduler.shutdown(wait=False)
+        except Exception:  # noqa: BLE001 - not running
+            pass
+        for _ in self.workers:
+            self.tasks.put(None)
+        deadline = threading.Event()
+        timer = threading.Timer(timeout, deadline.set)
+        timer.start()
+        for t in self.workers:
+            while t.is_alive() and not deadline.is_set():
+                t.join(0.05)
+        timer.cancel()
+        clean = not any(t.is_alive() for t in self.workers)
+        try:
+            with session_scope(self.ctx.engine) as s:
+                workqueue.release_all(s, self.ctx.owner)
+        except Exception:  # noqa: BLE001 - leases expire on their own
+            log.warning("daemon.release_failed", exc_info=True)
+        log.info("daemon.stopped", extra=fields(clean=clean))
+        return clean
+
+    # ------------------------------------------------------------------ jobs
+
+    def _free_slots(self) -> int:
+        with self._busy_lock:
+            return self.cfg.daemon.workers - self.busy - self.tasks.qsize()
+
+    def tick(self) -> None:
+        if self.stopping.is_set():
+            return
+        try:
+            free = self._free_slots()
+            if free <= 0:
+                return
+            d = self.cfg.daemon
+            with session_scope(self.ctx.engine) as s:
+                watch_ids = workqueue.claim_watches(s, self.ctx.owner, d.lease_seconds, free)
+            for wid in watch_ids:
+                self.tasks.put(("poll", wid))
+            free -= len(watch_ids)
+            if free > 0:
+                with session_scope(self.ctx.engine) as s:
+                    post_ids = workqueue.claim_posts(s, self.ctx.owner, d.lease_seconds, free)
+                for pid in post_ids:
+                    self.tasks.put(("post", pid))
+        except Exception:  # noqa: BLE001 - a DB hiccup must not kill the timer
+            log.exception("daemon.tick_failed")
+
+    def renew(self) -> None:
+        try:
+            with session_scope(self.ctx.engine) as s:
+                workqueue.renew(s, self.ctx.owner, self.cfg.daemon.lease_seconds)
+        except Exception:  # noqa: BLE001
+            log.exception("daemon.renew_failed")
+
+    def housekeeping(self) -> None:
+        try:
+            sweep_media(self.ctx)
+        except Exception:  # noqa: BLE001
+            log.exception("daemon.housekeeping_failed")
+
+    def _worker(self) -> None:
+        while True:
+            task = self.tasks.get()
+            if task is None or self.stopping.is_set():
+                return
+            kind, ident = task
+            with self._busy_lock:
+                self.busy += 1
+            try:
+                if kind == "poll":
+                    result = pipeline.poll_watch(self.ctx, ident)
+                    if result.queued:
+                        self.tick()  # start on the new posts now, not at the next tick
+                else:
+                    pipeline.process_post(self.ctx, ident)
+            except Exception:  # noqa: BLE001 - never let one task kill a worker
+                log.exception("daemon.task_failed", extra=fields(kind=kind, id=ident))
+            finally:
+                with self._busy_lock:
+                    self.busy -= 1
+
+
+def sweep_media(ctx: Context) -> int:
+    """Delete media files whose post is finished or gone (left behind by a crash after the commit)."""
+    media = Path(ctx.cfg.media_dir)
+    if not media.is_dir():
+        return 0
+    ids: dict[int, list[Path]] = {}
+    for p in media.iterdir():
+        stem = p.name.split(".", 1)[0]
+        if stem.isdigit():
+            ids.setdefault(int(stem), []).append(p)
+    if not ids:
+        return 0
+    with session_scope(ctx.engine) as s:
+        active = set(s.execute(sa.select(Post.id).where(Post.id.in_(list(ids)),
+                                                        Post.status.in_(states.POST_ACTIVE))).scalars())
+    removed = 0
+    for pid, paths in ids.items():
+        if pid not in active:
+            for p in paths:
+                p.unlink(missing_ok=True)
+                removed += 1
+    return removed

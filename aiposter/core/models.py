@@ -1,0 +1,212 @@
+"""The database schema: the single source of truth for every watch, file and post.
+
+Times are aware UTC datetimes (``timestamptz`` on PostgreSQL; SQLite stores them as UTC text).
+States are short strings (see :mod:`aiposter.core.states`) so migrations stay trivial.
+Everything a user owns hangs off ``user.id`` with ``ON DELETE CASCADE``, so deleting an account removes
+its rows in one statement on both databases.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _fk(target: str, ondelete: str = "CASCADE", nullable: bool = False, index: bool = True) -> Any:
+    return Field(
+        default=None,
+        sa_column=sa.Column(sa.Integer, sa.ForeignKey(target, ondelete=ondelete), nullable=nullable,
+                            index=index),
+    )
+
+
+def _json(default_factory) -> Any:
+    return Field(default_factory=default_factory, sa_column=sa.Column(sa.JSON, nullable=False))
+
+
+def _text(nullable: bool = True) -> Any:
+    return Field(default=None if nullable else "", sa_column=sa.Column(sa.Text, nullable=nullable))
+
+
+class User(SQLModel, table=True):
+    __tablename__ = "user_account"
+    id: int | None = Field(default=None, primary_key=True)
+    email: str = Field(sa_column=sa.Column(sa.String(320), nullable=False, unique=True))
+    display_name: str = ""
+    password_hash: str | None = None
+    role: str = "user"  # user | admin
+    disabled: bool = False
+    processing_paused: bool = False
+    brand_voice: str = _text(nullable=False)
+    default_hashtags: list[str] = _json(list)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class AuthSession(SQLModel, table=True):
+    """An opaque bearer token, stored only as its SHA-256 hash."""
+
+    __tablename__ = "auth_session"
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = _fk("user_account.id")
+    token_hash: str = Field(sa_column=sa.Column(sa.String(64), nullable=False, unique=True))
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime
+    last_used_at: datetime | None = None
+    revoked_at: datetime | None = None
+    client: str = ""
+
+
+class Connection(SQLModel, table=True):
+    """A user's link to an external account (Drive, a Facebook Page, Instagram, Threads)."""
+
+    __tablename__ = "connection"
+    __table_args__ = (sa.UniqueConstraint("user_id", "provider", "account_id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = _fk("user_account.id")
+    provider: str  # google_drive | facebook | instagram | threads
+    account_id: str = ""
+    account_name: str = ""
+    credentials: str | None = _text()  # ciphertext from aiposter.crypto, never plaintext
+    scopes: str = ""
+    token_expires_at: datetime | None = None
+    status: str = "active"  # active | expired | revoked | error
+    last_error: str | None = _text()
+    last_checked_at: datetime | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Watch(SQLModel, table=True):
+    """A folder polled on an interval; new files become posts to its targets."""
+
+    __tablename__ = "watch"
+    __table_args__ = (sa.Index("ix_watch_due", "enabled", "next_poll_at"),)
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = _fk("user_account.id")
+    name: str = ""
+    source: str = "local"  # local | google_drive
+    source_connection_id: int | None = _fk("connection.id", ondelete="SET NULL", nullable=True)
+    folder: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    folder_name: str = ""
+    interval_seconds: int = 300
+    prompt_template: str | None = _text()
+    captioner: str | None = None  # None: the install's default
+    backfill: bool = False
+    maximum_age_hours: float = 0.0  # 0: no limit
+    min_spacing_seconds: int = 0
+    enabled: bool = True
+    baseline_done: bool = False
+    cursor: str | None = _text()  # source-specific resume state (e.g. a Drive changes token)
+    next_poll_at: datetime = Field(default_factory=utcnow)
+    last_poll_at: datetime | None = None
+    last_poll_error: str | None = _text()
+    next_publish_at: datetime | None = None
+    lease_owner: str | None = None
+    lease_expires_at: datetime | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class WatchTarget(SQLModel, table=True):
+    """One destination of a watch: a platform and, except for the outbox, the connection to post with."""
+
+    __tablename__ = "watch_target"
+    id: int | None = Field(default=None, primary_key=True)
+    watch_id: int = _fk("watch.id")
+    platform: str  # outbox | facebook | instagram | threads
+    connection_id: int | None = _fk("connection.id", nullable=True)
+
+
+class SourceFile(SQLModel, table=True):
+    """Every file a watch has seen, and what was decided about it (queued, baseline, skipped...)."""
+
+    __tablename__ = "source_file"
+    __table_args__ = (sa.UniqueConstraint("watch_id", "ref"),)
+    id: int | None = Field(default=None, primary_key=True)
+    watch_id: int = _fk("watch.id", index=False)
+    ref: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    name: str = ""
+    size: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger, nullable=True))
+    fingerprint: str = ""
+    source_time: datetime | None = None
+    first_seen_at: datetime = Field(default_factory=utcnow)
+    last_seen_at: datetime = Field(default_factory=utcnow)
+    status: str = "settling"  # settling | queued | baseline | skipped
+    reason: str | None = _text()
+
+
+class Post(SQLModel, table=True):
+    """One file on its way out: moves detected -> downloaded -> captioned -> publishing -> done."""
+
+    __tablename__ = "post"
+    __table_args__ = (
+        sa.Index("ix_post_due", "status", "next_attempt_at"),
+        sa.Index("ix_post_user_created", "user_id", "id"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = _fk("user_account.id", index=False)
+    watch_id: int = _fk("watch.id")
+    source_file_id: int | None = _fk("source_file.id", nullable=True)
+    source_ref: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    file_name: str = ""
+    folder_name: str = ""
+    description: str = ""
+    source_time: datetime | None = None
+    capture_time: datetime | None = None
+    status: str = "detected"
+    step_attempts: int = 0
+    next_attempt_at: datetime = Field(default_factory=utcnow)
+    lease_owner: str | None = None
+    lease_expires_at: datetime | None = None
+    last_error: str | None = _text()
+    media_path: str | None = None
+    media_bytes: int | None = None
+    width: int | None = None
+    height: int | None = None
+    captioner: str | None = None
+    captions: dict[str, str] = _json(dict)
+    hashtags: list[str] = _json(list)
+    alt_text: str = _text(nullable=False)
+    usage: dict[str, Any] = _json(dict)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    finished_at: datetime | None = None
+
+
+class PostTarget(SQLModel, table=True):
+    """A post's fate on one destination, with the platform's ids and the last error."""
+
+    __tablename__ = "post_target"
+    id: int | None = Field(default=None, primary_key=True)
+    post_id: int = _fk("post.id")
+    platform: str
+    connection_id: int | None = _fk("connection.id", ondelete="SET NULL", nullable=True)
+    status: str = "pending"  # pending | publishing | published | failed | skipped
+    attempts: int = 0
+    next_attempt_at: datetime = Field(default_factory=utcnow)
+    last_error: str | None = _text()
+    platform_post_id: str | None = None
+    platform_url: str | None = _text()
+    container_id: str | None = None
+    published_at: datetime | None = None
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class PostEvent(SQLModel, table=True):
+    """Append-only history: each transition of a post or target with its reason."""
+
+    __tablename__ = "post_event"
+    id: int | None = Field(default=None, primary_key=True)
+    post_id: int = _fk("post.id")
+    target_id: int | None = Field(default=None, nullable=True)
+    at: datetime = Field(default_factory=utcnow)
+    state: str
+    message: str = _text(nullable=False)

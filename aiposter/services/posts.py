@@ -1,0 +1,103 @@
+"""Posts: list, show (with per-target status and history), retry a target, delete a record."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlmodel import Session, select
+
+from aiposter.core import states
+from aiposter.core.models import Post, PostEvent, PostTarget, User, utcnow
+from aiposter.core.pipeline import add_event
+from aiposter.services import Invalid, NotFound
+
+
+def list_posts(s: Session, user: User | None = None, status: str | None = None, watch_id: int | None = None,
+               limit: int = 50, before_id: int | None = None) -> list[Post]:
+    """Newest first; ``before_id`` is the cursor (the last id of the previous page)."""
+    if status is not None and status not in states.POST_STATES:
+        raise Invalid(f"unknown status {status!r} (known: {', '.join(states.POST_STATES)})", field="status")
+    q = select(Post).order_by(Post.id.desc()).limit(max(1, min(limit, 500)))
+    if user is not None:
+        q = q.where(Post.user_id == user.id)
+    if status:
+        q = q.where(Post.status == status)
+    if watch_id is not None:
+        q = q.where(Post.watch_id == watch_id)
+    if before_id is not None:
+        q = q.where(Post.id < before_id)
+    return list(s.exec(q))
+
+
+def get_post(s: Session, post_id: int, user: User | None = None) -> Post:
+    p = s.get(Post, post_id)
+    if p is None or (user is not None and p.user_id != user.id):
+        raise NotFound(f"no post {post_id}")
+    return p
+
+
+def targets(s: Session, post: Post) -> list[PostTarget]:
+    return list(s.exec(select(PostTarget).where(PostTarget.post_id == post.id).order_by(PostTarget.id)))
+
+
+def events(s: Session, post: Post) -> list[PostEvent]:
+    return list(s.exec(select(PostEvent).where(PostEvent.post_id == post.id).order_by(PostEvent.id)))
+
+
+def retry_target(s: Session, post: Post, target_id: int) -> PostTarget:
+    """Send a failed (or skipped) target again. The post goes back to the step it needs."""
+    t = s.get(PostTarget, target_id)
+    if t is None or t.post_id != post.id:
+        raise NotFound(f"no target {target_id} on post {post.id}")
+    if t.status not in (states.T_FAILED, states.T_SKIPPED):
+        raise Invalid(f"target {target_id} is {t.status}; only failed or skipped targets can be retried",
+                      field="target_id")
+    t.status, t.attempts, t.next_attempt_at, t.updated_at = states.T_PENDING, 0, utcnow(), utcnow()
+    # The image was deleted when the post finished; fetch it again. Captions are kept.
+    post.status = states.DETECTED if not (post.media_path and Path(post.media_path).exists()) else (
+        states.CAPTIONED if post.captions else states.DOWNLOADED)
+    post.step_attempts, post.next_attempt_at, post.finished_at = 0, utcnow(), None
+    post.last_error = None
+    add_event(s, post.id, states.T_PENDING, f"{t.platform}: retry requested", t.id)
+    return t
+
+
+def delete_post(s: Session, post: Post, media_dir: Path) -> None:
+    if post.status in states.POST_ACTIVE and post.lease_owner:
+        raise Invalid("the post is being processed right now; try again in a moment")
+    s.delete(post)
+    s.flush()
+    (media_dir / f"{post.id}.jpg").unlink(missing_ok=True)
+
+
+def counts_by_status(s: Session) -> dict[str, int]:
+    return dict(s.execute(sa.select(Post.status, sa.func.count()).group_by(Post.status)).all())
+
+
+def _iso(dt) -> str | None:
+    return dt.isoformat(timespec="seconds") if dt else None
+
+
+def post_dict(s: Session, p: Post, detail: bool = False) -> dict:
+    d = {
+        "id": p.id, "watch_id": p.watch_id, "file_name": p.file_name, "folder_name": p.folder_name,
+        "source_ref": p.source_ref, "status": p.status, "last_error": p.last_error,
+        "next_attempt_at": _iso(p.next_attempt_at) if p.status in states.POST_ACTIVE else None,
+        "created_at": _iso(p.created_at), "finished_at": _iso(p.finished_at),
+    }
+    if detail:
+        d.update({
+            "description": p.description, "capture_time": _iso(p.capture_time),
+            "source_time": _iso(p.source_time), "captioner": p.captioner, "captions": p.captions,
+            "hashtags": p.hashtags, "alt_text": p.alt_text, "usage": p.usage,
+            "image": {"width": p.width, "height": p.height, "bytes": p.media_bytes},
+            "targets": [{
+                "id": t.id, "platform": t.platform, "connection_id": t.connection_id, "status": t.status,
+                "attempts": t.attempts, "platform_post_id": t.platform_post_id, "url": t.platform_url,
+                "last_error": t.last_error, "published_at": _iso(t.published_at),
+            } for t in targets(s, p)],
+            "events": [{"at": _iso(e.at), "state": e.state, "target_id": e.target_id, "message": e.message}
+                       for e in events(s, p)],
+        })
+    return d

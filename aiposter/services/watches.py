@@ -1,0 +1,191 @@
+"""Watches: a folder, an interval, a prompt template, and the targets its posts go to."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from sqlmodel import Session, select
+
+from aiposter import captioners, publishers, sources
+from aiposter.captioners.template import check_template
+from aiposter.config import Config
+from aiposter.core.models import Connection, User, Watch, WatchTarget, utcnow
+from aiposter.services import Invalid, NotFound
+
+PLATFORM_PROVIDER = {"facebook": "facebook", "instagram": "instagram", "threads": "threads"}
+
+
+@dataclass
+class WatchSpec:
+    """The editable fields of a watch; None on update means "leave unchanged"."""
+
+    folder: str | None = None
+    name: str | None = None
+    source: str | None = None
+    source_connection_id: int | None = None
+    interval_seconds: int | None = None
+    targets: list[str] | None = None  # "outbox", "instagram:<connection id>", ...
+    prompt_template: str | None = None
+    captioner: str | None = None
+    backfill: bool | None = None
+    maximum_age_hours: float | None = None
+    min_spacing_seconds: int | None = None
+    enabled: bool | None = None
+
+
+def parse_target(s: Session, user: User, text: str) -> tuple[str, int | None]:
+    platform, _, conn = text.strip().partition(":")
+    if platform not in publishers.PLATFORMS:
+        raise Invalid(f"unknown target platform {platform!r} (known: {', '.join(publishers.PLATFORMS)})",
+                      field="targets")
+    if platform not in publishers.NEEDS_CONNECTION:
+        return platform, None
+    if not conn.isdigit():
+        raise Invalid(f"target {text!r} needs a connection id: {platform}:<connection id>", field="targets")
+    c = s.get(Connection, int(conn))
+    if c is None or c.user_id != user.id or c.provider != PLATFORM_PROVIDER[platform]:
+        raise Invalid(f"no {platform} connection {conn} on this account", field="targets")
+    return platform, c.id
+
+
+def _validate(s: Session, cfg: Config, user: User, spec: WatchSpec, watch: Watch | None,
+              allow_any_folder: bool) -> None:
+    source = spec.source or (watch.source if watch else "local")
+    if source not in sources.SOURCES:
+        raise Invalid(f"unknown source {source!r} (known: {', '.join(sources.SOURCES)})", field="source")
+    if spec.interval_seconds is not None and spec.interval_seconds < 5:
+        raise Invalid("interval_seconds must be at least 5", field="interval_seconds")
+    if spec.maximum_age_hours is not None and spec.maximum_age_hours < 0:
+        raise Invalid("maximum_age_hours must be 0 (no limit) or more", field="maximum_age_hours")
+    if spec.min_spacing_seconds is not None and spec.min_spacing_seconds < 0:
+        raise Invalid("min_spacing_seconds must be 0 or more", field="min_spacing_seconds")
+    if spec.captioner is not None and spec.captioner not in ("",) + captioners.CAPTIONERS:
+        raise Invalid(f"unknown captioner {spec.captioner!r} (known: {', '.join(captioners.CAPTIONERS)})",
+                      field="captioner")
+    if spec.prompt_template:
+        err = check_template(spec.prompt_template)
+        if err:
+            raise Invalid(f"prompt_template has a syntax error: {err}", field="prompt_template")
+    if spec.folder is not None:
+        if not spec.folder.strip():
+            raise Invalid("folder must not be empty", field="folder")
+        if source == "local":
+            folder = Path(spec.folder).expanduser().resolve()
+            if not folder.is_dir():
+                raise Invalid(f"folder {folder} does not exist or is not a directory", field="folder")
+            roots = [Path(r).expanduser().resolve() for r in cfg.sources.local_roots]
+            if not allow_any_folder and not any(folder.is_relative_to(r) for r in roots):
+                raise Invalid("local folders are limited to the operator's sources.local_roots", field="folder")
+    if source == "google_drive":
+        cid = spec.source_connection_id or (watch.source_connection_id if watch else None)
+        c = s.get(Connection, cid) if cid else None
+        if c is None or c.user_id != user.id or c.provider != "google_drive":
+            raise Invalid("a google_drive watch needs one of your google_drive connections",
+                          field="source_connection_id")
+
+
+def _apply(s: Session, user: User, watch: Watch, spec: WatchSpec) -> None:
+    for f in fields(spec):
+        value = getattr(spec, f.name)
+        if value is None or f.name == "targets":
+            continue
+        if f.name == "folder" and (spec.source or watch.source) == "local":
+            value = str(Path(value).expanduser().resolve())
+            watch.folder_name = Path(value).name
+        if f.name == "captioner" and value == "":
+            value = None
+        setattr(watch, f.name, value)
+    if spec.targets is not None:
+        parsed = [parse_target(s, user, t) for t in spec.targets]
+        if not parsed:
+            raise Invalid("a watch needs at least one target", field="targets")
+        for old in s.exec(select(WatchTarget).where(WatchTarget.watch_id == watch.id)):
+            s.delete(old)
+        s.flush()
+        for platform, conn in dict.fromkeys(parsed):
+            s.add(WatchTarget(watch_id=watch.id, platform=platform, connection_id=conn))
+    watch.updated_at = utcnow()
+
+
+def create_watch(s: Session, cfg: Config, user: User, spec: WatchSpec, allow_any_folder: bool = False) -> Watch:
+    if not spec.folder:
+        raise Invalid("folder is required", field="folder")
+    _validate(s, cfg, user, spec, None, allow_any_folder)
+    d = cfg.watch_defaults
+    watch = Watch(user_id=user.id, folder=spec.folder, interval_seconds=d.interval_seconds,
+                  min_spacing_seconds=d.min_spacing_seconds, maximum_age_hours=d.maximum_age_hours)
+    s.add(watch)
+    s.flush()
+    if spec.targets is None:
+        spec.targets = ["outbox"]
+    _apply(s, user, watch, spec)
+    if not watch.name:
+        watch.name = watch.folder_name or f"watch {watch.id}"
+    s.flush()
+    return watch
+
+
+def update_watch(s: Session, cfg: Config, user: User, watch: Watch, spec: WatchSpec,
+                 allow_any_folder: bool = False) -> Watch:
+    _validate(s, cfg, user, spec, watch, allow_any_folder)
+    folder_changed = spec.folder is not None and spec.folder != watch.folder
+    _apply(s, user, watch, spec)
+    if folder_changed:
+        # A new folder gets a new baseline, like a new watch.
+        watch.baseline_done = False
+        watch.cursor = None
+    if spec.interval_seconds is not None or spec.enabled:
+        watch.next_poll_at = utcnow()
+    return watch
+
+
+def get_watch(s: Session, watch_id: int, user: User | None = None) -> Watch:
+    """The watch, or NotFound: another user's watch is indistinguishable from a missing one."""
+    w = s.get(Watch, watch_id)
+    if w is None or (user is not None and w.user_id != user.id):
+        raise NotFound(f"no watch {watch_id}")
+    return w
+
+
+def list_watches(s: Session, user: User | None = None) -> list[Watch]:
+    q = select(Watch).order_by(Watch.id)
+    if user is not None:
+        q = q.where(Watch.user_id == user.id)
+    return list(s.exec(q))
+
+
+def targets_of(s: Session, watch: Watch) -> list[str]:
+    return [t.platform if t.connection_id is None else f"{t.platform}:{t.connection_id}"
+            for t in s.exec(select(WatchTarget).where(WatchTarget.watch_id == watch.id).order_by(WatchTarget.id))]
+
+
+def delete_watch(s: Session, watch: Watch, media_dir: Path) -> None:
+    from aiposter.core.models import Post
+
+    for pid in s.exec(select(Post.id).where(Post.watch_id == watch.id)):
+        (media_dir / f"{pid}.jpg").unlink(missing_ok=True)
+    s.delete(watch)
+    s.flush()
+
+
+def poll_now(s: Session, watch: Watch) -> Watch:
+    watch.next_poll_at = utcnow()
+    return watch
+
+
+def watch_dict(s: Session, w: Watch) -> dict:
+    return {
+        "id": w.id, "user_id": w.user_id, "name": w.name, "source": w.source,
+        "source_connection_id": w.source_connection_id, "folder": w.folder, "folder_name": w.folder_name,
+        "interval_seconds": w.interval_seconds, "targets": targets_of(s, w),
+        "prompt_template": w.prompt_template, "captioner": w.captioner, "backfill": w.backfill,
+        "maximum_age_hours": w.maximum_age_hours, "min_spacing_seconds": w.min_spacing_seconds,
+        "enabled": w.enabled, "baseline_done": w.baseline_done,
+        "last_poll_at": _iso(w.last_poll_at), "last_poll_error": w.last_poll_error,
+        "next_poll_at": _iso(w.next_poll_at), "created_at": _iso(w.created_at),
+    }
+
+
+def _iso(dt) -> str | None:
+    return dt.isoformat(timespec="seconds") if dt else None

@@ -1,0 +1,1 @@
+"""Alembic migrations (installed as aiposter.migrations). The schema changes only through these."""
