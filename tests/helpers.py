@@ -1,0 +1,68 @@
+"""Test helpers: image factories and a synchronous pipeline driver (the real daemon code, no threads)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from PIL import Image
+
+from aiposter.core import pipeline
+from aiposter.core import queue as workqueue
+from aiposter.db import session_scope
+
+GPS_IFD = 0x8825
+ORIENTATION = 0x0112
+
+
+def jpeg_bytes(size=(64, 48), color=(200, 40, 40), orientation: int | None = None, gps: bool = False,
+               taken: str | None = None) -> bytes:
+    im = Image.new("RGB", size, color)
+    # A marker pixel block in the top-left corner, to check orientation after transposition.
+    for x in range(min(8, size[0])):
+        for y in range(min(8, size[1])):
+            im.putpixel((x, y), (0, 0, 255))
+    exif = Image.Exif()
+    if orientation:
+        exif[ORIENTATION] = orientation
+    if gps:
+        exif[GPS_IFD] = {1: "N", 2: (52.0, 31.0, 12.0), 3: "E", 4: (13.0, 24.0, 36.0)}
+    if taken:
+        exif.get_ifd(0x8769)[0x9003] = taken
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", exif=exif.tobytes(), quality=90)
+    return buf.getvalue()
+
+
+def write_image(folder: Path, name: str, data: bytes | None = None, fmt: str = "JPEG", **kw) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    p = folder / name
+    if data is None:
+        if fmt == "JPEG":
+            data = jpeg_bytes(**kw)
+        else:
+            buf = io.BytesIO()
+            if fmt == "HEIF":
+                import pillow_heif
+
+                pillow_heif.register_heif_opener()
+            Image.new("RGB", kw.get("size", (64, 48)), (10, 200, 10)).save(buf, fmt)
+            data = buf.getvalue()
+    p.write_bytes(data)
+    return p
+
+
+def drain(ctx, max_rounds: int = 50) -> int:
+    """Poll due watches and run due post steps until nothing is due. Returns rounds run."""
+    for rounds in range(1, max_rounds + 1):
+        with session_scope(ctx.engine) as s:
+            watch_ids = workqueue.claim_watches(s, ctx.owner, 30, 100)
+        for wid in watch_ids:
+            pipeline.poll_watch(ctx, wid)
+        with session_scope(ctx.engine) as s:
+            post_ids = workqueue.claim_posts(s, ctx.owner, 30, 100)
+        for pid in post_ids:
+            pipeline.process_post(ctx, pid)
+        if not watch_ids and not post_ids:
+            return rounds
+    return max_rounds
