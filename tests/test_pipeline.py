@@ -27,6 +27,7 @@ def inbox(tmp_path):
 
 
 def add_watch(ctx, inbox, **spec):
+    inbox.mkdir(parents=True, exist_ok=True)
     with session_scope(ctx.engine) as s:
         try:
             owner = users.get_user_by_email(s, "ann@example.com")

@@ -1,0 +1,206 @@
+"""Retries, backoff and the exactly-once rule, with test adapters plugged into the ports
+(the pipeline and the real outbox publisher underneath are not mocked)."""
+
+from __future__ import annotations
+
+import random
+from datetime import timedelta
+
+import sqlalchemy as sa
+from sqlmodel import select
+
+from aiposter.captioners.template import TemplateCaptioner
+from aiposter.core import states
+from aiposter.core.errors import CaptionError, PublishError, StepError
+from aiposter.core.models import Post, PostTarget, utcnow
+from aiposter.core.retry import Backoff, GiveUp, Retry
+from aiposter.db import session_scope
+from aiposter.publishers.outbox import OutboxPublisher
+from helpers import drain, write_image
+from test_pipeline import add_watch, make_due, outbox_records, posts
+
+
+def test_backoff_is_exponential_jittered_and_capped():
+    b = Backoff(base=10, cap=100, max_attempts=6)
+    rng = random.Random(1)
+    delays = [b.delay(n, rng) for n in range(1, 6)]
+    for n, d in enumerate(delays, start=1):
+        ceiling = min(100, 10 * 2 ** (n - 1))
+        assert ceiling / 2 <= d <= ceiling
+    now = utcnow()
+    assert isinstance(b.decide(1, StepError("x"), now), Retry)
+    assert isinstance(b.decide(6, StepError("x"), now), GiveUp)
+    assert isinstance(b.decide(1, StepError("x", permanent=True), now), GiveUp)
+    r = b.decide(1, StepError("x", retry_after=80), now)
+    assert r.delay >= 80  # Retry-After is honoured (up to the cap)
+
+
+class FlakyOutbox(OutboxPublisher):
+    """The real outbox, failing the first ``failures`` calls the way a platform would."""
+
+    def __init__(self, cfg, failures=0, error=None, after_write=False):
+        super().__init__(cfg)
+        self.failures = failures
+        self.error = error or PublishError("503 from platform")
+        self.after_write = after_write
+        self.calls = 0
+
+    def publish(self, req):
+        self.calls += 1
+        if self.calls <= self.failures:
+            if self.after_write:
+                super().publish(req)  # the post went out, then the connection dropped
+            raise self.error
+        return super().publish(req)
+
+
+def _setup(ctx, inbox, publisher):
+    ctx._cache[("publisher", "outbox")] = publisher
+    wid = add_watch(ctx, inbox)
+    drain(ctx)
+    write_image(inbox, "p.jpg")
+    make_due(ctx, wid)
+    return wid
+
+
+def _fast_forward(ctx):
+    with session_scope(ctx.engine) as s:
+        s.execute(sa.update(Post).values(next_attempt_at=utcnow() - timedelta(seconds=1)))
+        s.execute(sa.update(PostTarget).values(next_attempt_at=utcnow() - timedelta(seconds=1)))
+
+
+def test_transient_publish_error_retries_then_succeeds(ctx, tmp_path):
+    pub = FlakyOutbox(ctx.cfg, failures=2)
+    _setup(ctx, tmp_path / "in", pub)
+    for _ in range(5):
+        drain(ctx)
+        _fast_forward(ctx)
+    [p] = posts(ctx)
+    assert p.status == states.PUBLISHED and pub.calls == 3
+    with session_scope(ctx.engine) as s:
+        t = s.exec(select(PostTarget)).one()
+        assert t.attempts == 3
+
+
+def test_publish_gives_up_after_the_limit_keeping_the_error(ctx, tmp_path):
+    pub = FlakyOutbox(ctx.cfg, failures=99)
+    _setup(ctx, tmp_path / "in", pub)
+    for _ in range(10):
+        drain(ctx)
+        _fast_forward(ctx)
+    [p] = posts(ctx)
+    assert p.status == states.FAILED
+    assert pub.calls == ctx.cfg.retry.publish_attempts
+    assert "gave up after 5 attempts: 503 from platform" in p.last_error
+
+
+def test_permanent_publish_error_fails_at_once(ctx, tmp_path):
+    pub = FlakyOutbox(ctx.cfg, failures=99, error=PublishError("(#190) token expired", permanent=True))
+    _setup(ctx, tmp_path / "in", pub)
+    drain(ctx)
+    [p] = posts(ctx)
+    assert p.status == states.FAILED and pub.calls == 1 and "token expired" in p.last_error
+
+
+def test_ambiguous_timeout_is_reconciled_not_resent(ctx, tmp_path):
+    """The platform got the post but we timed out: the next round finds it instead of posting twice."""
+    pub = FlakyOutbox(ctx.cfg, failures=1, after_write=True,
+                      error=PublishError("read timeout", ambiguous=True))
+    _setup(ctx, tmp_path / "in", pub)
+    for _ in range(3):
+        drain(ctx)
+        _fast_forward(ctx)
+    [p] = posts(ctx)
+    assert p.status == states.PUBLISHED
+    assert pub.calls == 1  # recovered, never re-sent
+    assert outbox_records(ctx) == ["p.jpg"]
+    with session_scope(ctx.engine) as s:
+        from aiposter.core.models import PostEvent
+
+        msgs = [e.message for e in s.exec(select(PostEvent))]
+    assert any("confirmed after an interrupted attempt" in m for m in msgs)
+
+
+class NoRecover(FlakyOutbox):
+    def recover(self, req):
+        raise PublishError("platform has no way to look the post up", ambiguous=True)
+
+
+def test_unknowable_outcome_fails_for_a_person_to_check(ctx, tmp_path):
+    pub = NoRecover(ctx.cfg, failures=1, after_write=True, error=PublishError("timeout", ambiguous=True))
+    _setup(ctx, tmp_path / "in", pub)
+    for _ in range(3):
+        drain(ctx)
+        _fast_forward(ctx)
+    [p] = posts(ctx)
+    assert p.status == states.FAILED and pub.calls == 1
+    assert "not re-sent to avoid a duplicate" in p.last_error
+
+
+class DownCaptioner(TemplateCaptioner):
+    def __init__(self, cfg, failures):
+        super().__init__(cfg)
+        self.failures = failures
+        self.calls = 0
+
+    def caption(self, request):
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise CaptionError("503 Service Unavailable", code="server_error")
+        return super().caption(request)
+
+
+def test_captioner_outage_pauses_captioning_without_failing_posts(ctx, tmp_path):
+    cap = DownCaptioner(ctx.cfg, failures=20)  # longer than caption_attempts
+    ctx._cache[("captioner", "template")] = cap
+    wid = add_watch(ctx, tmp_path / "in")
+    drain(ctx)
+    for i in range(3):
+        write_image(tmp_path / "in", f"{i}.jpg")
+    make_due(ctx, wid)
+    drain(ctx)
+    ps = posts(ctx)
+    assert [p.status for p in ps] == [states.DOWNLOADED] * 3
+    assert all("captioner template is unavailable" in p.last_error for p in ps)
+    assert cap.calls == 1  # the breaker held the other two back instead of hammering the provider
+    for _ in range(30):
+        ctx.breakers["template"].until = None
+        _fast_forward(ctx)
+        drain(ctx)
+        if all(p.status == states.PUBLISHED for p in posts(ctx)):
+            break
+    assert [p.status for p in posts(ctx)] == [states.PUBLISHED] * 3
+    assert sorted(outbox_records(ctx)) == ["0.jpg", "1.jpg", "2.jpg"]
+
+
+def test_refusal_fails_the_post_with_the_providers_reason(ctx, tmp_path):
+    class Refuses(TemplateCaptioner):
+        def caption(self, request):
+            raise CaptionError("refused: the image violates the content policy", permanent=True, code="refused")
+
+    ctx._cache[("captioner", "template")] = Refuses(ctx.cfg)
+    wid = add_watch(ctx, tmp_path / "in")
+    drain(ctx)
+    write_image(tmp_path / "in", "x.jpg")
+    make_due(ctx, wid)
+    drain(ctx)
+    [p] = posts(ctx)
+    assert p.status == states.FAILED and "content policy" in p.last_error
+
+
+def test_retry_of_a_failed_target_reuses_the_captions(ctx, tmp_path):
+    from aiposter.services import posts as posts_svc
+
+    pub = FlakyOutbox(ctx.cfg, failures=1, error=PublishError("(#200) permission", permanent=True))
+    _setup(ctx, tmp_path / "in", pub)
+    drain(ctx)
+    [p] = posts(ctx)
+    assert p.status == states.FAILED
+    captions = p.captions
+    with session_scope(ctx.engine) as s:
+        post = posts_svc.get_post(s, p.id)
+        t = s.exec(select(PostTarget)).one()
+        posts_svc.retry_target(s, post, t.id)
+    drain(ctx)
+    [p] = posts(ctx)
+    assert p.status == states.PUBLISHED and p.captions == captions and pub.calls == 2
