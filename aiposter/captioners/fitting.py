@@ -119,7 +119,9 @@ def compose(body: str, hashtags: list[str], platform: str) -> str:
     limits = limits_for(platform)
     body = clean(body)
     room = max(0, limits.max_hashtags - count_hashtags(body))
-    tags = [t for t in hashtags if count_hashtags(t) == 1 and len(t.split()) == 1][:room]
+    present = {t.lower() for t in re.findall(r"#\w+", body)}
+    tags = [t for t in hashtags
+            if count_hashtags(t) == 1 and len(t.split()) == 1 and t.lower() not in present][:room]
     while tags and limits.length(" ".join(tags)) > limits.max_length // 4:
         tags.pop()
     if not tags:
@@ -132,7 +134,9 @@ def compose(body: str, hashtags: list[str], platform: str) -> str:
 def fit_alt_text(text: str, max_length: int = ALT_TEXT_MAX) -> str:
     """Alt text as screen readers want it: one plain line, no emoji, and '#tag' or '@name' read as
     plain words."""
-    plain = "".join(ch for ch in re.sub(r"[#@](?=\w)", "", clean(text)) if _is_plain(ch))
+    text = unicodedata.normalize("NFC", clean(text))  # NFC, so that accents are part of their letters
+    plain = "".join(ch if _is_plain(ch) else " " if ch.isspace() else "" for ch in text)
+    plain = re.sub(r"[#@]+(?=\w)", "", plain)
     return shorten(" ".join(plain.split()), max_length, code_point)
 
 
