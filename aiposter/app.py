@@ -70,7 +70,7 @@ def ensure_quickstart(app: App) -> Watch | None:
     qs = app.cfg.quickstart
     if not qs.enabled:
         return None
-    from aiposter.services import users, watches
+    from aiposter.services import Invalid, users, watches
 
     inbox = Path(qs.inbox).expanduser().resolve()
     inbox.mkdir(parents=True, exist_ok=True)
@@ -82,9 +82,12 @@ def ensure_quickstart(app: App) -> Watch | None:
         existing = s.exec(select(Watch).where(Watch.user_id == owner.id, Watch.name == "quickstart")).first()
         if existing is not None:
             return existing
-        w = watches.create_watch(s, app.cfg, owner, watches.WatchSpec(
-            folder=str(inbox), name="quickstart", interval_seconds=qs.interval_seconds, targets=["outbox"],
-            backfill=qs.backfill), allow_any_folder=True)
+        try:
+            w = watches.create_watch(s, app.cfg, owner, watches.WatchSpec(
+                folder=str(inbox), name="quickstart", interval_seconds=qs.interval_seconds,
+                targets=["outbox"], backfill=qs.backfill), allow_any_folder=True)
+        except Invalid as exc:
+            raise ConfigError(f"[quickstart] {exc.field or ''}: {exc.message}") from None
         log.info("quickstart.ready", extra=fields(inbox=str(inbox), outbox=app.cfg.publishers.outbox.directory,
                                                   watch_id=w.id))
         return w

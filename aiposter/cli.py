@@ -129,6 +129,14 @@ def worker(no_migrate: Annotated[bool, typer.Option("--no-migrate")] = False) ->
     serve(no_migrate=no_migrate, with_api=False, with_worker=True)
 
 
+@app.command()
+def api(no_migrate: Annotated[bool, typer.Option("--no-migrate")] = False) -> None:
+    """Serve only the admin API (no scheduler; run `aiposter worker` for that)."""
+    if not load_config().api.enabled:
+        raise fail("the API is disabled in the config ([api] enabled = false)", 2)
+    serve(no_migrate=no_migrate, with_api=True, with_worker=False)
+
+
 def serve(no_migrate: bool, with_api: bool, with_worker: bool) -> None:
     from aiposter.core.daemon import Daemon, instance_id
     from aiposter.core.pipeline import Context
@@ -151,7 +159,10 @@ def serve(no_migrate: bool, with_api: bool, with_worker: bool) -> None:
         signal.signal(signal.SIGINT, _signal)
         daemon = None
         if with_worker:
-            ensure_quickstart(application)
+            try:
+                ensure_quickstart(application)
+            except ConfigError as exc:
+                raise fail(f"config error: {exc}", 2) from None
             ctx = Context(cfg, application.engine, owner=instance_id(cfg.daemon.instance_name),
                           keyring=application.keyring)
             daemon = Daemon(ctx)
@@ -508,7 +519,7 @@ def keys_new() -> None:
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        rv = app(standalone_mode=False)
     except click.exceptions.Abort:
         typer.echo("aborted", err=True)
         sys.exit(1)
@@ -519,4 +530,5 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    sys.exit(0)
+    # Without standalone mode, click returns the code of an Exit instead of raising it.
+    sys.exit(rv if isinstance(rv, int) else 0)

@@ -171,7 +171,8 @@ def sweep_media(ctx: Context) -> int:
         return 0
     ids: dict[int, list[Path]] = {}
     for p in media.iterdir():
-        stem = p.name.split(".", 1)[0]
+        # "<id>.jpg", "<id>.download", and ".<id>.jpg.<pid>.tmp" left by a write cut off by a crash.
+        stem = p.name.lstrip(".").split(".", 1)[0]
         if stem.isdigit():
             ids.setdefault(int(stem), []).append(p)
     if not ids:

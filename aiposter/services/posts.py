@@ -10,6 +10,7 @@ from sqlmodel import Session, select
 from aiposter.core import states
 from aiposter.core.models import Post, PostEvent, PostTarget, User, utcnow
 from aiposter.core.pipeline import add_event
+from aiposter.images import remove_media
 from aiposter.services import Invalid, NotFound
 
 
@@ -68,7 +69,7 @@ def delete_post(s: Session, post: Post, media_dir: Path) -> None:
         raise Invalid("the post is being processed right now; try again in a moment")
     s.delete(post)
     s.flush()
-    (media_dir / f"{post.id}.jpg").unlink(missing_ok=True)
+    remove_media(media_dir, post.id)
 
 
 def counts_by_status(s: Session) -> dict[str, int]:

@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, select
 
 from aiposter.core.models import Post, User, utcnow
+from aiposter.images import remove_media
 from aiposter.passwords import hash_password
 from aiposter.services import Conflict, Invalid, NotFound
 
@@ -58,8 +59,7 @@ def delete_user(s: Session, user: User, media_dir: Path) -> dict[str, int]:
     s.delete(user)
     s.flush()
     for pid in post_ids:
-        for suffix in (".jpg", ".download"):
-            (media_dir / f"{pid}{suffix}").unlink(missing_ok=True)
+        remove_media(media_dir, pid)
     return counts
 
 

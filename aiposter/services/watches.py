@@ -11,9 +11,12 @@ from aiposter import captioners, publishers, sources
 from aiposter.captioners.template import check_template
 from aiposter.config import Config
 from aiposter.core.models import Connection, User, Watch, WatchTarget, utcnow
+from aiposter.images import remove_media
 from aiposter.services import Invalid, NotFound
 
 PLATFORM_PROVIDER = {"facebook": "facebook", "instagram": "instagram", "threads": "threads"}
+# Polling a local folder is cheap; a Drive poll spends the user's API quota.
+MIN_INTERVAL = {"local": 1, "google_drive": 30}
 
 
 @dataclass
@@ -54,8 +57,11 @@ def _validate(s: Session, cfg: Config, user: User, spec: WatchSpec, watch: Watch
     source = spec.source or (watch.source if watch else "local")
     if source not in sources.SOURCES:
         raise Invalid(f"unknown source {source!r} (known: {', '.join(sources.SOURCES)})", field="source")
-    if spec.interval_seconds is not None and spec.interval_seconds < 5:
-        raise Invalid("interval_seconds must be at least 5", field="interval_seconds")
+    interval = spec.interval_seconds if spec.interval_seconds is not None else (
+        watch.interval_seconds if watch else cfg.watch_defaults.interval_seconds)
+    if interval < MIN_INTERVAL[source]:
+        raise Invalid(f"interval_seconds must be at least {MIN_INTERVAL[source]} for a {source} watch",
+                      field="interval_seconds")
     if spec.maximum_age_hours is not None and spec.maximum_age_hours < 0:
         raise Invalid("maximum_age_hours must be 0 (no limit) or more", field="maximum_age_hours")
     if spec.min_spacing_seconds is not None and spec.min_spacing_seconds < 0:
@@ -164,7 +170,7 @@ def delete_watch(s: Session, watch: Watch, media_dir: Path) -> None:
     from aiposter.core.models import Post
 
     for pid in s.exec(select(Post.id).where(Post.watch_id == watch.id)):
-        (media_dir / f"{pid}.jpg").unlink(missing_ok=True)
+        remove_media(media_dir, pid)
     s.delete(watch)
     s.flush()
 

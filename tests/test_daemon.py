@@ -1,0 +1,198 @@
+"""The real daemon as a subprocess: crash-safety under SIGKILL, clean SIGTERM, one daemon per SQLite
+file, edits picked up while running, and bad config exiting 2 with one line."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from PIL import Image
+
+pytestmark = pytest.mark.slow
+
+STATES_ACTIVE = ("detected", "downloaded", "captioned", "publishing")
+
+
+def write_config(tmp_path: Path, db_url: str, **extra) -> Path:
+    cfg = tmp_path / "config.toml"
+    lines = [
+        "[db]", f"url = {json.dumps(db_url)}",
+        "[daemon]", f"data_dir = {json.dumps(str(tmp_path / 'data'))}", "tick_seconds = 0.1",
+        "lease_seconds = 3", "shutdown_timeout_seconds = 3.0",
+        "[retry]", "base_delay_seconds = 0.2", "max_delay_seconds = 1.0",
+        "[watch_defaults]", "settle_seconds = 0.0",
+        "[publishers.outbox]", f"directory = {json.dumps(str(tmp_path / 'outbox'))}",
+        "[quickstart]", f"inbox = {json.dumps(str(tmp_path / 'inbox'))}", "interval_seconds = 1",
+        "[api]", "enabled = false",
+    ]
+    for section, body in extra.items():
+        lines += [f"[{section}]", body]
+    cfg.write_text("\n".join(lines) + "\n")
+    return cfg
+
+
+def start(cfg: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "aiposter", "--config", str(cfg), "run", "--no-api", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={k: v for k, v in os.environ.items() if not k.startswith("AIPOSTER_")})
+
+
+def drop_photo(inbox: Path, name: str, rng: random.Random) -> None:
+    w, h = 2000, 1500
+    im = Image.frombytes("RGB", (w, h), rng.randbytes(w * h * 3))
+    tmp = inbox / f".{name}.tmp"
+    im.save(tmp, "JPEG", quality=85)
+    tmp.rename(inbox / name)  # arrives whole, as a finished copy would
+
+
+def wait_for(predicate, timeout: float, what: str):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def post_states(engine) -> dict[str, int]:
+    try:
+        with engine.connect() as conn:
+            return dict(conn.execute(sa.text("SELECT status, count(*) FROM post GROUP BY status")).all())
+    except sa.exc.DBAPIError:  # not created or not migrated yet
+        return {}
+
+
+def baseline_done(engine) -> bool:
+    try:
+        with engine.connect() as conn:
+            return bool(conn.execute(sa.text("SELECT baseline_done FROM watch")).scalar())
+    except sa.exc.DBAPIError:
+        return False
+
+
+def outbox_counts(outbox: Path) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    if outbox.is_dir():
+        for f in outbox.glob("*.json"):
+            name = json.loads(f.read_text())["source_file"]
+            counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+def test_sigkill_at_random_points_posts_every_photo_exactly_once(tmp_path, db_url):
+    rng = random.Random(int(os.environ.get("AIPOSTER_CRASH_SEED", "0")) or None)
+    cfg = write_config(tmp_path, db_url)
+    inbox, outbox = tmp_path / "inbox", tmp_path / "outbox"
+    engine = sa.create_engine(db_url)
+    names: list[str] = []
+    interrupted: list[dict[str, int]] = []
+    try:
+        proc = start(cfg)
+        wait_for(lambda: baseline_done(engine), 30, "the quickstart watch's first poll")
+        for round_ in range(10):
+            for i in range(3):
+                name = f"r{round_}_{i}.jpg"
+                drop_photo(inbox, name, rng)
+                names.append(name)
+            # Kill once this round's files are in the pipeline, at a random point of their processing.
+            wait_for(lambda: sum(post_states(engine).values()) >= len(names) - 2, 30, "detection")
+            time.sleep(rng.uniform(0.0, 0.6))
+            proc.kill()
+            proc.wait()
+            interrupted.append({k: v for k, v in post_states(engine).items() if k in STATES_ACTIVE})
+            proc = start(cfg)
+        wait_for(lambda: sum(post_states(engine).get(s, 0) for s in STATES_ACTIVE) == 0
+                 and sum(post_states(engine).values()) == len(names), 90, "every post to finish")
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        engine.dispose()
+    counts = outbox_counts(outbox)
+    assert counts == {n: 1 for n in names}, f"duplicates or losses: {counts}"
+    assert post_states(sa.create_engine(db_url)) == {"published": len(names)}
+    # The kills really landed mid-pipeline (otherwise this test would prove nothing).
+    assert sum(1 for snap in interrupted if snap) >= 5, interrupted
+    # Nothing of the images is left behind once posts are done.
+    assert not [p for p in (tmp_path / "data" / "media").iterdir()]
+
+
+def test_sigterm_stops_within_seconds(tmp_path, db_url):
+    cfg = write_config(tmp_path, db_url)
+    engine = sa.create_engine(db_url)
+    proc = start(cfg)
+    try:
+        wait_for(lambda: baseline_done(engine), 30, "first poll")
+        t0 = time.time()
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=10)
+        assert time.time() - t0 < 5
+        assert proc.returncode == 0
+        assert "daemon.stopped" in out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        engine.dispose()
+
+
+def test_second_daemon_on_same_sqlite_refuses(tmp_path):
+    cfg = write_config(tmp_path, f"sqlite:///{tmp_path}/data/aiposter.db")
+    engine = sa.create_engine(f"sqlite:///{tmp_path}/data/aiposter.db")
+    first = start(cfg)
+    try:
+        wait_for(lambda: baseline_done(engine), 30, "first poll")
+        second = start(cfg)
+        out, _ = second.communicate(timeout=30)
+        assert second.returncode == 1
+        assert "another aiposter is already running" in out
+        assert first.poll() is None  # the first one is unaffected
+    finally:
+        first.kill()
+        first.wait()
+        engine.dispose()
+
+
+def test_watch_added_while_running_is_picked_up(tmp_path, db_url):
+    cfg = write_config(tmp_path, db_url)
+    engine = sa.create_engine(db_url)
+    proc = start(cfg)
+    try:
+        wait_for(lambda: baseline_done(engine), 30, "first poll")
+        second = tmp_path / "second"
+        second.mkdir()
+        drop_photo(second, "already.jpg", random.Random(1))
+        added = subprocess.run([sys.executable, "-m", "aiposter", "--config", str(cfg), "watch", "add",
+                                "--folder", str(second), "--interval", "5", "--backfill", "--json"],
+                               capture_output=True, text=True, timeout=60)
+        assert added.returncode == 0, added.stderr
+        wait_for(lambda: outbox_counts(tmp_path / "outbox").get("already.jpg") == 1, 30, "the new watch's post")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=15)
+        engine.dispose()
+
+
+@pytest.mark.parametrize("toml,expected", [
+    ("[db]\nurll = 'x'\n", "[db] urll: unknown key"),
+    ("[daemon]\nworkers = 'x'\n", "[daemon] workers: Input should be a valid integer"),
+    ("[db]\nurl = 'sqlite:////proc/nope/x.db'\n", "[db] url: cannot create directory /proc/nope"),
+])
+def test_bad_config_exits_2_with_one_line(tmp_path, toml, expected):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(toml)
+    res = subprocess.run([sys.executable, "-m", "aiposter", "--config", str(cfg), "run"],
+                         capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1, res.stderr
+    assert expected in lines[0] and str(cfg) in lines[0] if "unknown" in expected else expected in lines[0]
