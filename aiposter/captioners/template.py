@@ -13,6 +13,7 @@ from jinja2 import StrictUndefined, TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from aiposter.captioners.base import CaptionRequest, CaptionResult
+from aiposter.captioners.fitting import fit_alt_text, fit_caption
 from aiposter.config import Config
 from aiposter.core.errors import CaptionError
 
@@ -64,8 +65,8 @@ class TemplateCaptioner:
         }
         text = render(request.prompt_template or self.cfg.template, variables)
         return CaptionResult(
-            captions={p: text for p in request.platforms},
+            captions={p: fit_caption(text, p) for p in request.platforms},
             hashtags=tags,
-            alt_text=f"Photo: {variables['file_stem'].replace('_', ' ')}",
+            alt_text=fit_alt_text(f"Photo: {variables['file_stem'].replace('_', ' ')}"),
             usage={"provider": "template"},
         )

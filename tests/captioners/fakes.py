@@ -111,6 +111,8 @@ class FakeServer:
 class FakeOpenAI(FakeServer):
     """``POST /v1/chat/completions`` with ``Authorization: Bearer``; base_url is ``origin + "/v1"``."""
 
+    api_key: str | None = API_KEY  # None: accept any key, as local servers do
+
     @property
     def base_url(self) -> str:
         return f"{self.origin}/v1"
@@ -118,7 +120,7 @@ class FakeOpenAI(FakeServer):
     def check(self, request: Recorded) -> Reply | None:
         if request.path != "/v1/chat/completions":
             return openai_error(404, f"Unknown path {request.path}", "invalid_request_error")
-        if request.headers.get("authorization") != f"Bearer {API_KEY}":
+        if self.api_key and request.headers.get("authorization") != f"Bearer {self.api_key}":
             return openai_error(401, "Incorrect API key provided", "invalid_request_error", "invalid_api_key")
         body = request.json()
         if not body.get("model") or not isinstance(body.get("messages"), list):

@@ -176,3 +176,16 @@ def test_clean_drops_control_characters_but_keeps_emoji_sequences():
 def test_alt_text_reads_tags_as_words():
     alt = fit_alt_text("A dog 🐶 on the #beach with @anna.\nSunny.")
     assert alt == "A dog on the beach with anna. Sunny."
+
+
+def test_the_template_captioner_fits_its_output_too(tmp_path):
+    from aiposter.captioners import build
+    from aiposter.captioners.base import CaptionRequest
+    from aiposter.config import Config
+
+    request = CaptionRequest(tmp_path / "x.jpg", "IMG_1.jpg", "Trips", ["instagram", "threads"],
+                             prompt_template="{{ folder }} " + "word " * 200 + "{{ hashtags }}",
+                             default_hashtags=["sea", "sun"])
+    result = build("template", Config()).caption(request)
+    assert len(result.captions["threads"]) <= 500 and result.captions["threads"].endswith("…")
+    assert result.captions["instagram"].endswith("#sea #sun")
