@@ -50,8 +50,9 @@ def downscale(path: Path, *, max_edge: int, max_pixels: int) -> LLMImage:
                     raise ImageError(f"the image is {w}x{h} pixels, over the {max_pixels:,} pixel limit "
                                      "(images.max_pixels)", code="too_many_pixels")
                 # JPEG can decode straight at 1/2, 1/4 or 1/8 scale: far less memory and time than a
-                # full decode followed by a resize. The size it picks is never below the request.
-                img.draft("RGB", (max_edge, max_edge))
+                # full decode followed by a resize. Asked for the final size, it never goes below it.
+                scale = min(1.0, max_edge / max(w, h))
+                img.draft("RGB", (round(w * scale), round(h * scale)))
                 out = ImageOps.exif_transpose(img.convert("RGB"))
     except ImageError:
         raise
