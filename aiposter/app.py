@@ -33,8 +33,10 @@ class App:
         self.engine.dispose()
 
 
-def open_app(cfg: Config, *, migrate: bool = True, lock: bool = False, keys: bool = True) -> App:
-    """Open the database the config names. ``lock``: this is the daemon (one per SQLite file)."""
+def open_app(cfg: Config, *, migrate: bool = True, lock: bool = False, keys: bool = True,
+             require_current: bool = False) -> App:
+    """Open the database the config names. ``lock``: this is the daemon (one per SQLite file).
+    ``require_current``: without migrating, refuse a schema that is behind (``run --no-migrate``)."""
     url = cfg.db_url
     db.check_url(url)
     try:
@@ -51,6 +53,11 @@ def open_app(cfg: Config, *, migrate: bool = True, lock: bool = False, keys: boo
             app.lock.acquire()
         if migrate:
             db.migrate(engine)
+        elif require_current:
+            pending = db.pending_migrations(engine)
+            if pending:
+                raise ConfigError(f"{len(pending)} database migration(s) pending; run `aiposter migrate` "
+                                  "or start without --no-migrate")
         if keys:
             app.keyring = crypto.load_keyring(cfg, engine)
         if lock and path is not None:

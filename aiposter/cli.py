@@ -13,7 +13,6 @@ import threading
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 
 from aiposter import config as config_mod
@@ -142,13 +141,8 @@ def serve(no_migrate: bool, with_api: bool, with_worker: bool) -> None:
     from aiposter.core.pipeline import Context
 
     cfg = load_config()
-    application = open_db(cfg, migrate=not no_migrate, lock=with_worker)
+    application = open_db(cfg, migrate=not no_migrate, lock=with_worker, require_current=no_migrate)
     try:
-        if no_migrate:
-            pending = pending_migrations(application.engine)
-            if pending:
-                raise fail(f"{len(pending)} database migration(s) pending; run `aiposter migrate` or start "
-                           "without --no-migrate", 2)
         stop = threading.Event()
 
         def _signal(signum, _frame):
@@ -518,17 +512,5 @@ def keys_new() -> None:
 
 
 def main() -> None:
-    try:
-        rv = app(standalone_mode=False)
-    except click.exceptions.Abort:
-        typer.echo("aborted", err=True)
-        sys.exit(1)
-    except click.exceptions.UsageError as exc:
-        exc.show()
-        sys.exit(2)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    # Without standalone mode, click returns the code of an Exit instead of raising it.
-    sys.exit(rv if isinstance(rv, int) else 0)
+    # Standalone mode: usage errors exit 2, typer.Exit carries our codes, an aborted prompt exits 1.
+    app(prog_name="aiposter")

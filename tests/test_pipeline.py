@@ -9,6 +9,7 @@ from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
+from helpers import drain, jpeg_bytes, write_image
 from PIL import Image
 from sqlmodel import select
 
@@ -16,7 +17,6 @@ from aiposter.core import states
 from aiposter.core.models import Post, PostEvent, PostTarget, SourceFile, Watch, utcnow
 from aiposter.db import session_scope
 from aiposter.services import users, watches
-from helpers import drain, jpeg_bytes, write_image
 
 
 @pytest.fixture
@@ -144,9 +144,10 @@ def test_huge_file_fails_without_being_read(ctx, inbox):
 
 
 def test_decompression_bomb_is_refused(tmp_path, db_url):
-    from aiposter.core.pipeline import Context
-    from aiposter.app import open_app
     from conftest import make_config
+
+    from aiposter.app import open_app
+    from aiposter.core.pipeline import Context
 
     cfg = make_config(tmp_path, db_url, images={"max_pixels": 10_000})
     app = open_app(cfg, migrate=False)
@@ -165,9 +166,10 @@ def test_decompression_bomb_is_refused(tmp_path, db_url):
 
 
 def test_unsettled_file_waits_until_stable(tmp_path, db_url):
+    from conftest import make_config
+
     from aiposter.app import open_app
     from aiposter.core.pipeline import Context
-    from conftest import make_config
 
     cfg = make_config(tmp_path, db_url, watch_defaults={"settle_seconds": 3600})
     app = open_app(cfg, migrate=False)
@@ -208,7 +210,8 @@ def test_maximum_age_skips_stale_files(ctx, inbox):
     write_image(inbox, "late.jpg")
     with session_scope(ctx.engine) as s:
         s.execute(sa.update(Watch).where(Watch.id == wid).values(enabled=True, next_poll_at=utcnow()))
-    from aiposter.core import pipeline, queue as wq
+    from aiposter.core import pipeline
+    from aiposter.core import queue as wq
 
     with session_scope(ctx.engine) as s:
         [claimed] = wq.claim_watches(s, ctx.owner, 30, 10)

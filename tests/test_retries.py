@@ -7,7 +7,9 @@ import random
 from datetime import timedelta
 
 import sqlalchemy as sa
+from helpers import drain, write_image
 from sqlmodel import select
+from test_pipeline import add_watch, make_due, outbox_records, posts
 
 from aiposter.captioners.template import TemplateCaptioner
 from aiposter.core import states
@@ -16,8 +18,6 @@ from aiposter.core.models import Post, PostTarget, utcnow
 from aiposter.core.retry import Backoff, GiveUp, Retry
 from aiposter.db import session_scope
 from aiposter.publishers.outbox import OutboxPublisher
-from helpers import drain, write_image
-from test_pipeline import add_watch, make_due, outbox_records, posts
 
 
 def test_backoff_is_exponential_jittered_and_capped():

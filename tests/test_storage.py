@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from conftest import make_config
 from sqlmodel import SQLModel
 
 from aiposter import crypto, db
@@ -18,7 +19,6 @@ from aiposter.config import ConfigError
 from aiposter.core import queue as workqueue
 from aiposter.core.models import Connection, Post, User, Watch
 from aiposter.db import session_scope
-from conftest import make_config
 
 
 def test_migrations_match_models(engine):
