@@ -77,11 +77,11 @@ def test_openai_content_policy_rejection_is_a_refusal(photo):
 def test_compatible_server_plain_text_json_is_accepted(photo, answer):
     with FakeOpenAI() as fake:
         fake.reply(openai_completion(answer))
-        result = run("openai_compatible", fake, photo, structured_output="none")
+        result = run("openai_compatible", fake, photo, structured_output="none", max_output_tokens=700)
         body = fake.requests[0].json()
     assert result.captions["threads"].startswith("Golden hour on the dunes.")
     assert "response_format" not in body
-    assert body["max_tokens"] == 4096 and "max_completion_tokens" not in body
+    assert body["max_tokens"] == 700 and "max_completion_tokens" not in body
 
 
 def test_compatible_server_json_object_mode(photo):
@@ -155,11 +155,11 @@ def test_gemini_thinking_tokens_are_output_tokens(photo):
 def test_anthropic_sends_image_first_with_required_fields(photo):
     with FakeAnthropic() as fake:
         fake.reply(anthropic_message(ANSWER_TEXT))
-        run("anthropic", fake, photo)
+        run("anthropic", fake, photo, max_output_tokens=700)
         sent = fake.requests[0]
     body = sent.json()
     assert sent.headers["anthropic-version"]
-    assert body["max_tokens"] == 4096
+    assert body["max_tokens"] == 700
     assert [block["type"] for block in body["messages"][0]["content"]] == ["image", "text"]
     assert body["output_config"]["format"]["type"] == "json_schema"
 
