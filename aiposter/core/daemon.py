@@ -1,7 +1,7 @@
 """The scheduler: APScheduler 3.x drives three timers over a small pool of worker threads.
 
-* ``tick`` (every ``daemon.tick_seconds``): claim due watches and due post steps from the database, up
-  to the free worker slots, and hand them to the workers. Watches are due at their own
+* ``tick`` (every ``daemon.tick_seconds``, and whenever a worker runs out of tasks): claim due watches
+  and due post steps from the database, up to the free worker slots, and hand them to the workers. Watches are due at their own
   ``next_poll_at``, so each polls at its own interval; watches added, edited or "poll now"-ed while
   running are picked up on the next tick; a leased watch is never polled twice at once.
 * ``renew`` (every third of ``daemon.lease_seconds``): extend the leases this process holds.
@@ -152,9 +152,7 @@ class Daemon:
                 self.busy += 1
             try:
                 if kind == "poll":
-                    result = pipeline.poll_watch(self.ctx, ident)
-                    if result.queued:
-                        self.tick()  # start on the new posts now, not at the next tick
+                    pipeline.poll_watch(self.ctx, ident)
                 else:
                     pipeline.process_post(self.ctx, ident)
             except Exception:  # noqa: BLE001 - never let one task kill a worker
@@ -162,6 +160,8 @@ class Daemon:
             finally:
                 with self._busy_lock:
                     self.busy -= 1
+            if self.tasks.empty():
+                self.tick()  # claim the next due work now instead of idling until the next tick
 
 
 def sweep_media(ctx: Context) -> int:

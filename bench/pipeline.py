@@ -1,0 +1,184 @@
+"""Pipeline figures on the embedded defaults (SQLite, local source, template captioner, outbox).
+
+    .venv/bin/python bench/pipeline.py [--files 200] [--idle-seconds 60] [--watches 1000] [--pg URL]
+
+1. Throughput: N photos dropped into a watched folder, the real daemon (scheduler + workers) in a
+   subprocess; files per second from the first detection to the last publication, for small photos
+   (pipeline overhead) and 12 MP photos (decode/re-encode dominated).
+2. Idle: the daemon with 1,000 watches (empty folders, 60 s interval): CPU use over a window and RSS.
+Prints figures; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import sqlalchemy as sa
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+CLK = os.sysconf("SC_CLK_TCK")
+
+
+def write_config(tmp: Path, db_url: str, interval: int = 1, quickstart: bool = True) -> Path:
+    cfg = tmp / "config.toml"
+    lines = ["[db]", f"url = {json.dumps(db_url)}",
+             "[daemon]", f"data_dir = {json.dumps(str(tmp / 'data'))}",
+             "[watch_defaults]", "settle_seconds = 0.0",
+             "[log]", "level = 'WARNING'",
+             "[publishers.outbox]", f"directory = {json.dumps(str(tmp / 'outbox'))}",
+             "[quickstart]", f"inbox = {json.dumps(str(tmp / 'inbox'))}", f"interval_seconds = {interval}",
+             "backfill = true", f"enabled = {str(quickstart).lower()}", "[api]", "enabled = false"]
+    cfg.write_text("\n".join(lines) + "\n")
+    return cfg
+
+
+def daemon(cfg: Path) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIPOSTER_")}
+    return subprocess.Popen([sys.executable, "-m", "aiposter", "--config", str(cfg), "run", "--no-api"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def photo(path: Path, size: tuple[int, int], rng: random.Random) -> None:
+    w, h = size
+    # A smooth gradient plus light noise compresses like a photo (pure noise would be a worst case).
+    base = Image.linear_gradient("L").resize((w, h)).convert("RGB")
+    noise = Image.frombytes("RGB", (w // 8, h // 8), rng.randbytes((w // 8) * (h // 8) * 3)).resize((w, h))
+    Image.blend(base, noise, 0.25).save(path, "JPEG", quality=90)
+
+
+def throughput(db_url_for, files: int, size: tuple[int, int], label: str) -> None:
+    rng = random.Random(7)
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        inbox = tmp / "inbox"
+        inbox.mkdir()
+        sample = tmp / "sample.jpg"
+        photo(sample, size, rng)
+        for i in range(files):
+            os.link(sample, inbox / f"p{i:05d}.jpg") if i % 2 else photo(inbox / f"p{i:05d}.jpg", size, rng)
+        url = db_url_for(tmp)
+        proc = daemon(write_config(tmp, url))
+        engine = sa.create_engine(url)
+        try:
+            deadline = time.time() + 900
+            while time.time() < deadline:
+                try:
+                    with engine.connect() as c:
+                        done = c.execute(sa.text("SELECT count(*) FROM post WHERE status='published'")).scalar()
+                        first, last = c.execute(sa.text(
+                            "SELECT min(created_at), max(finished_at) FROM post")).one()
+                except sa.exc.DBAPIError:
+                    done = 0
+                if done >= files:
+                    break
+                time.sleep(0.2)
+            with engine.connect() as c:
+                first, last = c.execute(sa.text("SELECT min(created_at), max(finished_at) FROM post")).one()
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
+            engine.dispose()
+        if isinstance(first, str):
+            from datetime import datetime
+
+            first, last = datetime.fromisoformat(first), datetime.fromisoformat(last)
+        secs = (last - first).total_seconds()
+        print(f"  {label:<34} {files:>5} files  {secs:7.2f} s  {files / secs:8.1f} files/s")
+
+
+def proc_stat(pid: int) -> tuple[float, int]:
+    if not Path(f"/proc/{pid}/status").exists() or "VmRSS" not in Path(f"/proc/{pid}/status").read_text():
+        raise SystemExit(f"the daemon (pid {pid}) is not running")
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / CLK
+    rss_kb = next(int(line.split()[1]) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                  if line.startswith("VmRSS:"))
+    return cpu, rss_kb
+
+
+def idle(db_url_for, watches: int, window: float, interval: int, label: str) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        url = db_url_for(tmp)
+        cfg = write_config(tmp, url, interval=interval)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AIPOSTER_")}
+        subprocess.run([sys.executable, "-m", "aiposter", "--config", str(cfg), "migrate"], env=env,
+                       check=True, capture_output=True)
+        # Seed users and watches directly: the CLI would take minutes for 1,000 of them.
+        engine = sa.create_engine(url)
+        folders = tmp / "folders"
+        with engine.begin() as c:
+            c.execute(sa.text("INSERT INTO user_account (email, display_name, role, disabled, processing_paused,"
+                              " brand_voice, default_hashtags, created_at, updated_at) VALUES ('b@x', 'b',"
+                              " 'user', false, false, '', '[]', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"))
+            uid = c.execute(sa.text("SELECT id FROM user_account WHERE email='b@x'")).scalar()
+            for i in range(watches):
+                f = folders / f"w{i}"
+                f.mkdir(parents=True)
+                wid = c.execute(sa.text(
+                    "INSERT INTO watch (user_id, name, source, folder, folder_name, interval_seconds, backfill,"
+                    " maximum_age_hours, min_spacing_seconds, enabled, baseline_done, next_poll_at, created_at,"
+                    " updated_at) VALUES (:u, :n, 'local', :f, :n, :i, false, 0, 0, true, false,"
+                    " CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP) RETURNING id"),
+                    {"u": uid, "n": f"w{i}", "f": str(f), "i": interval}).scalar()
+                c.execute(sa.text("INSERT INTO watch_target (watch_id, platform) VALUES (:w, 'outbox')"),
+                          {"w": wid})
+        engine.dispose()
+        proc = daemon(write_config(tmp, url, interval=interval, quickstart=False))
+        try:
+            time.sleep(max(10.0, interval / 2))  # start-up and the first round of polls
+            cpu0, _ = proc_stat(proc.pid)
+            t0 = time.time()
+            time.sleep(window)
+            cpu1, rss = proc_stat(proc.pid)
+            elapsed = time.time() - t0
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
+        print(f"  {label:<34} {watches} watches @ {interval}s: CPU {100 * (cpu1 - cpu0) / elapsed:5.2f}% of one "
+              f"core over {elapsed:.0f} s, RSS {rss / 1024:.0f} MiB")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--files", type=int, default=200)
+    ap.add_argument("--large-files", type=int, default=40)
+    ap.add_argument("--watches", type=int, default=1000)
+    ap.add_argument("--interval", type=int, default=60)
+    ap.add_argument("--idle-seconds", type=float, default=60)
+    ap.add_argument("--pg", default="", help="also run on this PostgreSQL admin URL (a database is created)")
+    args = ap.parse_args()
+
+    backends = [("sqlite", lambda tmp: f"sqlite:///{tmp}/aiposter.db")]
+    if args.pg:
+        def pg(tmp: Path, admin=args.pg) -> str:
+            name = f"aiposter_bench_{os.getpid()}_{int(time.time() * 1000) % 10**8}"
+            e = sa.create_engine(admin, isolation_level="AUTOCOMMIT")
+            with e.connect() as c:
+                c.execute(sa.text(f'CREATE DATABASE "{name}"'))
+            e.dispose()
+            return sa.engine.make_url(admin).set(database=name).render_as_string(hide_password=False)
+        backends.append(("postgresql", pg))
+
+    print(f"machine: {os.cpu_count()} cores; python {sys.version.split()[0]}")
+    print("throughput (local -> template -> outbox, 4 workers, includes decode + re-encode):")
+    for name, url_for in backends:
+        throughput(url_for, args.files, (640, 480), f"{name}, 640x480 photos")
+        throughput(url_for, args.large_files, (4000, 3000), f"{name}, 12 MP photos")
+    print("idle:")
+    for name, url_for in backends:
+        idle(url_for, args.watches, args.idle_seconds, args.interval, name)
+
+
+if __name__ == "__main__":
+    main()
