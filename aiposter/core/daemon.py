@@ -1,9 +1,10 @@
 """The scheduler: APScheduler 3.x drives three timers over a small pool of worker threads.
 
 * ``tick`` (every ``daemon.tick_seconds``, and whenever a worker runs out of tasks): claim due watches
-  and due post steps from the database, up to the free worker slots, and hand them to the workers. Watches are due at their own
-  ``next_poll_at``, so each polls at its own interval; watches added, edited or "poll now"-ed while
-  running are picked up on the next tick; a leased watch is never polled twice at once.
+  and due post steps from the database, up to the free worker slots, and hand them to the workers.
+  Watches are due at their own ``next_poll_at``, so each polls at its own interval; watches added,
+  edited or "poll now"-ed while running are picked up on the next tick; a leased watch is never
+  polled twice at once.
 * ``renew`` (every third of ``daemon.lease_seconds``): extend the leases this process holds.
 * ``housekeeping``: delete media of finished posts left by a crash.
 
