@@ -60,6 +60,10 @@ class SecurityConfig(Section):
     encryption_key_file: str = ""
     previous_encryption_keys: list[SecretStr] = []
     session_lifetime_hours: int = Field(24 * 14, ge=1)
+    # Failed logins allowed per window, counted per account and per client address (then HTTP 429).
+    login_max_failures_per_account: int = Field(5, ge=1)
+    login_max_failures_per_client: int = Field(20, ge=1)
+    login_window_seconds: int = Field(900, ge=1)
 
 
 class RetryConfig(Section):
@@ -78,7 +82,7 @@ class ImagesConfig(Section):
 
 
 class WatchDefaultsConfig(Section):
-    interval_seconds: int = Field(300, ge=5)
+    interval_seconds: int = Field(300, ge=1)
     min_spacing_seconds: int = Field(0, ge=0)
     maximum_age_hours: float = Field(0, ge=0)
     settle_seconds: float = Field(2.0, ge=0)
@@ -99,7 +103,7 @@ class LLMProviderConfig(Section):
     # Long edge of the copy sent to the model: fewer pixels, fewer tokens; 1568 is where Anthropic and
     # OpenAI stop gaining detail anyway.
     max_image_edge: int = Field(1568, ge=256, le=4096)
-    max_output_tokens: int = Field(1500, ge=64, le=32768)
+    max_output_tokens: int = Field(4096, ge=64, le=65536)  # a cap: thinking models spend part of it
     temperature: float | None = Field(None, ge=0, le=2)  # None: the provider's default (some reject any)
     # How the JSON answer is requested: a strict schema, bare JSON mode, or only by the prompt (for
     # OpenAI-compatible servers and older models that support neither).
@@ -142,6 +146,43 @@ class ApiConfig(Section):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
+    # The URL users reach the API at; OAuth redirect URIs are built from it. Empty: http://host:port.
+    public_url: str = ""
+    # Proxies whose X-Forwarded-For is trusted for the client address (login rate limits, sessions).
+    trusted_proxies: list[str] = ["127.0.0.1"]
+    access_log: bool = True
+
+
+class GoogleOAuthConfig(Section):
+    client_id: str = ""
+    client_secret: SecretStr | None = None
+    auth_uri: str = "https://accounts.google.com/o/oauth2/auth"
+    token_uri: str = "https://oauth2.googleapis.com/token"
+    drive_api_url: str = "https://www.googleapis.com/drive/v3"  # to name the connected account
+
+
+class MetaOAuthConfig(Section):
+    """The Meta app behind Facebook Pages and Instagram (Instagram API with Facebook Login)."""
+
+    app_id: str = ""
+    app_secret: SecretStr | None = None
+    graph_base_url: str = "https://graph.facebook.com/v21.0"
+    authorize_url: str = "https://www.facebook.com/v21.0/dialog/oauth"
+
+
+class ThreadsOAuthConfig(Section):
+    app_id: str = ""
+    app_secret: SecretStr | None = None
+    graph_base_url: str = "https://graph.threads.net"
+    authorize_url: str = "https://threads.net/oauth/authorize"
+
+
+class OAuthConfig(Section):
+    google: GoogleOAuthConfig = GoogleOAuthConfig()
+    meta: MetaOAuthConfig = MetaOAuthConfig()
+    threads: ThreadsOAuthConfig = ThreadsOAuthConfig()
+    state_ttl_seconds: int = Field(600, ge=60, le=3600)
+    timeout_seconds: float = Field(20.0, gt=0)
 
 
 class Config(Section):
@@ -157,6 +198,7 @@ class Config(Section):
     sources: SourcesConfig = SourcesConfig()
     quickstart: QuickstartConfig = QuickstartConfig()
     api: ApiConfig = ApiConfig()
+    oauth: OAuthConfig = OAuthConfig()
 
     # Where the values came from; not a config key.
     source: str = Field("built-in defaults", exclude=True)
@@ -230,14 +272,15 @@ def _fmt_key(path: tuple[str, ...] | list) -> str:
 # --------------------------------------------------------------------------- loading
 
 
-def resolve_path(explicit: str | os.PathLike | None) -> Path | None:
+def resolve_path(explicit: str | os.PathLike | None, environ: dict[str, str] | None = None) -> Path | None:
     """The config file to read, or None for built-in defaults. Missing explicit files are errors."""
+    environ = os.environ if environ is None else environ
     if explicit:
         p = Path(explicit)
         if not p.is_file():
             raise ConfigError(f"config file {p} does not exist (given with --config)")
         return p
-    env = os.environ.get(CONFIG_ENV)
+    env = environ.get(CONFIG_ENV)
     if env:
         p = Path(env)
         if not p.is_file():
@@ -269,7 +312,7 @@ def _parse_env_value(raw: str, annotation: Any) -> Any:
 
 def load(explicit: str | os.PathLike | None = None, environ: dict[str, str] | None = None) -> Config:
     environ = dict(os.environ if environ is None else environ)
-    path = resolve_path(explicit)
+    path = resolve_path(explicit, environ)
     raw: dict[str, Any] = {}
     origin: dict[tuple, str] = {}
     where = str(path) if path else "built-in defaults"
@@ -333,7 +376,7 @@ def load(explicit: str | os.PathLike | None = None, environ: dict[str, str] | No
         loc = tuple(str(p) for p in err["loc"])
         # Pydantic reports union/secret sub-types in loc; trim to the real key.
         key_path = loc
-        for i in range(len(loc), 0, -1):
+        for i in range(len(loc), 0, -1) if err["type"] != "extra_forbidden" else ():
             if any(k[: i] == loc[:i] for k, _ in iter_keys()):
                 key_path = loc[:i]
                 break
@@ -394,6 +437,8 @@ def to_toml(data: dict[str, Any], prefix: str = "") -> str:
     for k, v in data.items():
         if isinstance(v, dict):
             tables.append((k, v))
+        elif v is None:
+            lines.append(f"# {k} is not set")
         else:
             lines.append(f"{k} = {json.dumps(v, ensure_ascii=False)}")
     out = ""
