@@ -96,6 +96,15 @@ def service_call(fn):
         raise fail(exc.message, 1) from None
 
 
+def confirm(yes: bool, question: str) -> None:
+    """Destructive commands ask first; without a terminal to ask on, they need --yes."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise fail("refusing without confirmation: pass --yes", 2)
+    typer.confirm(question, abort=True)
+
+
 def print_table(rows: list[dict], columns: list[str]) -> None:
     if not rows:
         typer.echo("(none)")
@@ -257,10 +266,7 @@ def user_delete(email: str,
     try:
         with session_scope(application.engine) as s:
             u = service_call(lambda: users_svc.get_user_by_email(s, email))
-            if not yes:
-                if not sys.stdin.isatty():
-                    raise fail("refusing to delete without confirmation: pass --yes", 2)
-                typer.confirm(f"Delete {u.email} and all their watches, posts and connections?", abort=True)
+            confirm(yes, f"Delete {u.email} and all their watches, posts and connections?")
             counts = users_svc.delete_user(s, u, application.cfg.media_dir)
     finally:
         application.close()
@@ -401,10 +407,7 @@ def watch_remove(watch_id: int, yes: Annotated[bool, typer.Option("--yes", "-y")
     try:
         with session_scope(application.engine) as s:
             w = service_call(lambda: watches_svc.get_watch(s, watch_id))
-            if not yes:
-                if not sys.stdin.isatty():
-                    raise fail("refusing to remove without confirmation: pass --yes", 2)
-                typer.confirm(f"Remove watch {watch_id} ({w.folder}) and its post records?", abort=True)
+            confirm(yes, f"Remove watch {watch_id} ({w.folder}) and its post records?")
             watches_svc.delete_watch(s, w, cfg.media_dir)
     finally:
         application.close()

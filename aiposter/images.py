@@ -11,6 +11,8 @@ from __future__ import annotations
 import io
 import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -62,48 +64,20 @@ def _capture_time(img: Image.Image) -> datetime | None:
         return None
 
 
-def prepare(src: Path, dest: Path, *, max_pixels: int, max_edge: int, quality: int = 90,
-            max_bytes: int | None = None) -> PreparedImage:
-    """Validate ``src`` and write the cleaned JPEG to ``dest`` (atomically). Raises ImageError."""
-    try:
-        size = src.stat().st_size
-    except OSError as exc:
-        raise ImageError(f"cannot read the downloaded file: {exc.strerror}", code="unreadable") from None
-    if size == 0:
-        raise ImageError("the file is empty (0 bytes)", code="empty")
-    if max_bytes is not None and size > max_bytes:
-        raise ImageError(f"the file is {_mb(size)}, over the {_mb(max_bytes)} limit (images.max_file_bytes)",
-                         code="too_large")
+@contextmanager
+def open_untrusted(path: Path, max_pixels: int) -> Iterator[Image.Image]:
+    """Open an image from an untrusted source under the decompression-bomb guard. Any failure to decode,
+    in the ``with`` body too, becomes a permanent :class:`ImageError` with a reason a user can read."""
     Image.MAX_IMAGE_PIXELS = max_pixels
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(src) as img:
-                fmt = img.format or "unknown"
+            with Image.open(path) as img:
                 w, h = img.size
                 if w * h > max_pixels:
                     raise ImageError(f"the image is {w}x{h} pixels, over the {max_pixels:,} pixel limit "
                                      "(images.max_pixels)", code="too_many_pixels")
-                captured = _capture_time(img)
-                img.load()
-                icc = img.info.get("icc_profile")
-                out = ImageOps.exif_transpose(img)
-                if out.mode not in ("RGB", "L"):
-                    if out.mode in ("RGBA", "LA", "P", "PA"):
-                        rgba = out.convert("RGBA")
-                        bg = Image.new("RGB", rgba.size, (255, 255, 255))
-                        bg.paste(rgba, mask=rgba.getchannel("A"))
-                        out = bg
-                    else:
-                        out = out.convert("RGB")
-                if max(out.size) > max_edge:
-                    out.thumbnail((max_edge, max_edge), Image.Resampling.LANCZOS)
-                buf = io.BytesIO()
-                # No exif=..., no xmp: the re-encoded JPEG carries no location or camera metadata.
-                save_kwargs = {"format": "JPEG", "quality": quality, "optimize": True}
-                if icc:
-                    save_kwargs["icc_profile"] = icc
-                out.convert("RGB").save(buf, **save_kwargs)
+                yield img
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -116,6 +90,42 @@ def prepare(src: Path, dest: Path, *, max_pixels: int, max_edge: int, quality: i
         raise ImageError(f"the image is corrupt or truncated: {exc}", code="corrupt") from None
     except MemoryError:
         raise ImageError("the image needs too much memory to decode", code="too_many_pixels") from None
+
+
+def prepare(src: Path, dest: Path, *, max_pixels: int, max_edge: int, quality: int = 90,
+            max_bytes: int | None = None) -> PreparedImage:
+    """Validate ``src`` and write the cleaned JPEG to ``dest`` (atomically). Raises ImageError."""
+    try:
+        size = src.stat().st_size
+    except OSError as exc:
+        raise ImageError(f"cannot read the downloaded file: {exc.strerror}", code="unreadable") from None
+    if size == 0:
+        raise ImageError("the file is empty (0 bytes)", code="empty")
+    if max_bytes is not None and size > max_bytes:
+        raise ImageError(f"the file is {_mb(size)}, over the {_mb(max_bytes)} limit (images.max_file_bytes)",
+                         code="too_large")
+    with open_untrusted(src, max_pixels) as img:
+        fmt = img.format or "unknown"
+        captured = _capture_time(img)
+        img.load()
+        icc = img.info.get("icc_profile")
+        out = ImageOps.exif_transpose(img)
+        if out.mode not in ("RGB", "L"):
+            if out.mode in ("RGBA", "LA", "P", "PA"):
+                rgba = out.convert("RGBA")
+                bg = Image.new("RGB", rgba.size, (255, 255, 255))
+                bg.paste(rgba, mask=rgba.getchannel("A"))
+                out = bg
+            else:
+                out = out.convert("RGB")
+        if max(out.size) > max_edge:
+            out.thumbnail((max_edge, max_edge), Image.Resampling.LANCZOS)
+        buf = io.BytesIO()
+        # No exif=..., no xmp: the re-encoded JPEG carries no location or camera metadata.
+        save_kwargs = {"format": "JPEG", "quality": quality, "optimize": True}
+        if icc:
+            save_kwargs["icc_profile"] = icc
+        out.convert("RGB").save(buf, **save_kwargs)
     data = buf.getvalue()
     write_atomic(dest, data)
     return PreparedImage(dest, out.size[0], out.size[1], len(data), captured, fmt)

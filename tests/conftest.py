@@ -29,7 +29,8 @@ def _worker() -> str:
 def _pg_database():
     """A migrated database for this worker, or None if PostgreSQL is unreachable."""
     admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    name = f"aiposter_test_{_worker()}"
+    # Unique per process: two test runs on one machine (or xdist workers) never share a database.
+    name = f"aiposter_test_{_worker()}_{os.getpid()}"
     try:
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
@@ -126,3 +127,21 @@ def ctx(app):
     from aiposter.core.pipeline import Context
 
     return Context(app.cfg, app.engine, owner=f"test-{uuid.uuid4().hex[:6]}", keyring=app.keyring)
+
+
+@pytest.fixture
+def make_ctx(tmp_path, db_url):
+    """A pipeline context on its own config: ``make_ctx(images={"max_pixels": 10_000})``."""
+    from aiposter.app import open_app
+    from aiposter.core.pipeline import Context
+
+    opened = []
+
+    def factory(**sections):
+        application = open_app(make_config(tmp_path, db_url, **sections), migrate=False)
+        opened.append(application)
+        return Context(application.cfg, application.engine, owner=f"test-{uuid.uuid4().hex[:6]}")
+
+    yield factory
+    for application in opened:
+        application.close()

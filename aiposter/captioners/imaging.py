@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import base64
 import io
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
-from aiposter.core.errors import ImageError
+from aiposter.images import open_untrusted
 
 JPEG_QUALITY = 85  # the model reads shapes and colours, not compression artefacts; 85 halves the bytes of 95
 
@@ -41,28 +40,13 @@ def downscale(path: Path, *, max_edge: int, max_pixels: int) -> LLMImage:
 
     Raises ImageError (permanent) when the file cannot be decoded or is over ``max_pixels``.
     """
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                w, h = img.size
-                if w * h > max_pixels:
-                    raise ImageError(f"the image is {w}x{h} pixels, over the {max_pixels:,} pixel limit "
-                                     "(images.max_pixels)", code="too_many_pixels")
-                # JPEG can decode straight at 1/2, 1/4 or 1/8 scale: far less memory and time than a
-                # full decode followed by a resize. Asked for the final size, it never goes below it.
-                scale = min(1.0, max_edge / max(w, h))
-                img.draft("RGB", (round(w * scale), round(h * scale)))
-                out = ImageOps.exif_transpose(img.convert("RGB"))
-    except ImageError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageError(f"the image is too large to decode safely (over {max_pixels:,} pixels; "
-                         "images.max_pixels)", code="too_many_pixels") from None
-    except UnidentifiedImageError:
-        raise ImageError("not an image the captioner can read", code="not_image") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"the image is corrupt or truncated: {exc}", code="corrupt") from None
+    with open_untrusted(path, max_pixels) as img:
+        w, h = img.size
+        # JPEG can decode straight at 1/2, 1/4 or 1/8 scale: far less memory and time than a full
+        # decode followed by a resize. Asked for the final size, it never goes below it.
+        scale = min(1.0, max_edge / max(w, h))
+        img.draft("RGB", (round(w * scale), round(h * scale)))
+        out = ImageOps.exif_transpose(img.convert("RGB"))
     if max(out.size) > max_edge:
         out.thumbnail((max_edge, max_edge), Image.Resampling.LANCZOS)
     buf = io.BytesIO()
