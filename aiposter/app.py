@@ -95,6 +95,6 @@ def ensure_quickstart(app: App) -> Watch | None:
                 targets=["outbox"], backfill=qs.backfill), allow_any_folder=True)
         except Invalid as exc:
             raise ConfigError(f"[quickstart] {exc.field or ''}: {exc.message}") from None
-        log.info("quickstart.ready", extra=fields(inbox=str(inbox), outbox=app.cfg.publishers.outbox.directory,
-                                                  watch_id=w.id))
+        outbox = Path(app.cfg.publishers.outbox.directory).resolve()
+        log.info("quickstart.ready", extra=fields(inbox=str(inbox), outbox=str(outbox), watch_id=w.id))
         return w

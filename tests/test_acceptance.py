@@ -1,0 +1,81 @@
+"""README command 1, as a person runs it: the shipped example config, photos copied into the inbox,
+posts in the outbox within one poll interval, `aiposter posts list` showing them published."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+import pytest
+from helpers import jpeg_bytes
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow
+
+
+def test_example_config_photo_to_outbox_within_one_interval(tmp_path):
+    shutil.copy(ROOT / "config.example.toml", tmp_path / "config.example.toml")
+    interval = tomllib.loads((ROOT / "config.example.toml").read_text())["quickstart"]["interval_seconds"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIPOSTER_")}
+    env["AIPOSTER_API_ENABLED"] = "false"  # port 8080 may be taken on a test machine
+    cmd = [sys.executable, "-m", "aiposter", "--config", "config.example.toml"]
+    proc = subprocess.Popen([*cmd, "run"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    inbox, outbox = tmp_path / "data" / "inbox", tmp_path / "data" / "outbox"
+    try:
+        deadline = time.time() + 60
+        while not inbox.is_dir() and time.time() < deadline:
+            time.sleep(0.1)
+        time.sleep(1.0)  # the watch's first poll (its baseline) happens at start
+
+        photos = {"portrait.jpg": jpeg_bytes(size=(300, 200), orientation=6, gps=True)}
+        buf = io.BytesIO()
+        Image.new("RGBA", (120, 80), (0, 128, 255, 128)).save(buf, "PNG")
+        photos["logo.png"] = buf.getvalue()
+        import pillow_heif
+
+        pillow_heif.register_heif_opener()
+        buf = io.BytesIO()
+        Image.new("RGB", (160, 120), (30, 160, 60)).save(buf, "HEIF")
+        photos["iphone.heic"] = buf.getvalue()
+        t0 = time.time()
+        for name, data in photos.items():
+            (tmp_path / name).write_bytes(data)
+            shutil.copy(tmp_path / name, inbox / name)  # `cp photo data/inbox/`
+
+        def done() -> list[dict]:
+            return [json.loads(p.read_text()) for p in outbox.glob("*.json")] if outbox.is_dir() else []
+
+        while len(done()) < len(photos) and time.time() - t0 < interval + 5:
+            time.sleep(0.2)
+        elapsed = time.time() - t0
+        records = done()
+        assert sorted(r["source_file"] for r in records) == sorted(photos), f"after {elapsed:.1f}s"
+        assert elapsed <= interval + 5
+        for r in records:
+            with Image.open(outbox / r["image"]) as im:
+                assert im.format == "JPEG"
+                assert not im.getexif().get_ifd(0x8825)  # no GPS
+                if r["source_file"] == "portrait.jpg":
+                    assert im.size == (200, 300)  # EXIF orientation applied
+
+        listed = subprocess.run([*cmd, "posts", "list", "--json"], cwd=tmp_path, env=env,
+                                capture_output=True, text=True, timeout=60)
+        assert listed.returncode == 0, listed.stderr
+        assert {p["file_name"]: p["status"] for p in json.loads(listed.stdout)} == {
+            name: "published" for name in photos}
+        assert not list((tmp_path / "data" / "media").iterdir())  # no image bytes kept
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=20)
+    assert proc.returncode == 0, out
+    assert "created a new encryption key" in out and "quickstart.ready" in out
