@@ -210,3 +210,16 @@ class PostEvent(SQLModel, table=True):
     at: datetime = Field(default_factory=utcnow)
     state: str
     message: str = _text(nullable=False)
+
+
+class OAuthState(SQLModel, table=True):
+    """A pending OAuth authorization: single-use, short-lived, bound to the user who started it."""
+
+    __tablename__ = "oauth_state"
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = _fk("user_account.id")
+    provider: str
+    state_hash: str = Field(sa_column=sa.Column(sa.String(64), nullable=False, unique=True))
+    code_verifier: str | None = _text()  # PKCE verifier, encrypted like a credential
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime
