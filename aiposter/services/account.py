@@ -1,0 +1,48 @@
+"""A user's own account: profile, disabling, and deletion with everything they own."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlmodel import Session
+
+from aiposter.core.models import User, utcnow
+from aiposter.services import Invalid
+from aiposter.services.auth import check_password, revoke_sessions
+from aiposter.services.users import delete_user
+
+MAX_HASHTAGS = 30
+
+
+def update_profile(s: Session, user: User, display_name: str | None = None, brand_voice: str | None = None,
+                   default_hashtags: list[str] | None = None) -> User:
+    if display_name is not None:
+        if not display_name.strip():
+            raise Invalid("display_name must not be empty", field="display_name")
+        user.display_name = display_name.strip()
+    if brand_voice is not None:
+        user.brand_voice = brand_voice
+    if default_hashtags is not None:
+        tags = [t.strip().lstrip("#") for t in default_hashtags if t.strip().lstrip("#")]
+        if len(tags) > MAX_HASHTAGS:
+            raise Invalid(f"at most {MAX_HASHTAGS} default hashtags", field="default_hashtags")
+        if any(any(c.isspace() for c in t) for t in tags):
+            raise Invalid("a hashtag cannot contain spaces", field="default_hashtags")
+        user.default_hashtags = list(dict.fromkeys(tags))
+    user.updated_at = utcnow()
+    return user
+
+
+def set_disabled(s: Session, user: User, disabled: bool) -> User:
+    """Disable (or re-enable) an account; disabling also ends all its sessions."""
+    user.disabled = disabled
+    user.updated_at = utcnow()
+    if disabled:
+        revoke_sessions(s, user)
+    return user
+
+
+def delete_own_account(s: Session, user: User, password: str, media_dir: Path) -> dict[str, int]:
+    """Erase the account (the user confirms with their password) and everything it owns."""
+    check_password(user, password)
+    return delete_user(s, user, media_dir)

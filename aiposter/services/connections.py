@@ -1,0 +1,125 @@
+"""Connections: a user's links to Drive, Facebook Pages, Instagram and Threads.
+
+Starting a connection stores a pending :class:`OAuthState` (single-use, short-lived, bound to the user,
+holding the PKCE verifier encrypted); finishing it exchanges the code and stores the tokens encrypted with
+the keyring, bound to their row. Disconnecting deletes the row, and the ciphertext with it, at once.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from datetime import timedelta
+
+import sqlalchemy as sa
+from sqlmodel import Session, select
+
+from aiposter.config import Config
+from aiposter.core.models import Connection, OAuthState, User, utcnow
+from aiposter.crypto import Keyring, connection_context
+from aiposter.services import NotFound, oauth
+from aiposter.services.auth import hash_token
+from aiposter.services.oauth import OAuthFailed
+
+
+def list_connections(s: Session, user: User) -> list[Connection]:
+    return list(s.exec(select(Connection).where(Connection.user_id == user.id).order_by(Connection.id)))
+
+
+def get_connection(s: Session, connection_id: int, user: User) -> Connection:
+    c = s.get(Connection, connection_id)
+    if c is None or c.user_id != user.id:
+        raise NotFound(f"no connection {connection_id}")
+    return c
+
+
+def delete_connection(s: Session, connection: Connection) -> None:
+    """Forget the account: the encrypted tokens go with the row; watch targets using it go too."""
+    s.delete(connection)
+    s.flush()
+
+
+def connection_dict(c: Connection) -> dict:
+    return {"id": c.id, "provider": c.provider, "account_id": c.account_id, "account_name": c.account_name,
+            "scopes": c.scopes.split() if c.scopes else [], "status": c.status, "last_error": c.last_error,
+            "token_expires_at": _iso(c.token_expires_at), "created_at": _iso(c.created_at),
+            "updated_at": _iso(c.updated_at)}
+
+
+def _iso(dt) -> str | None:
+    return dt.isoformat(timespec="seconds") if dt else None
+
+
+def _state_context(state_hash: str) -> str:
+    return f"oauth_state:{state_hash}"
+
+
+def start(s: Session, cfg: Config, keyring: Keyring, user: User, provider: str, redirect_uri: str) -> dict:
+    """Begin an authorization: the URL to send the user's browser to."""
+    oauth.check_configured(cfg, provider)
+    now = utcnow()
+    s.execute(sa.delete(OAuthState).where(OAuthState.expires_at < now))
+    state = secrets.token_urlsafe(32)
+    verifier = oauth.new_code_verifier() if provider == "google_drive" else None
+    row = OAuthState(user_id=user.id, provider=provider, state_hash=hash_token(state), created_at=now,
+                     expires_at=now + timedelta(seconds=cfg.oauth.state_ttl_seconds))
+    if verifier:
+        row.code_verifier = keyring.encrypt(verifier, context=_state_context(row.state_hash))
+    s.add(row)
+    s.flush()
+    url = oauth.authorize_url(cfg, provider, redirect_uri, state, verifier)
+    return {"provider": provider, "authorize_url": url, "state": state, "redirect_uri": redirect_uri,
+            "expires_at": _iso(row.expires_at)}
+
+
+def take_state(s: Session, keyring: Keyring, provider: str, state: str,
+               user: User | None = None) -> tuple[int, str | None]:
+    """Consume a pending authorization: (user id, PKCE verifier). Unknown, expired, reused, another
+    provider's or (when ``user`` is given) another user's state are all the same error."""
+    row = s.exec(select(OAuthState).where(OAuthState.state_hash == hash_token(state))).first()
+    if row is None or row.provider != provider or (user is not None and row.user_id != user.id):
+        raise OAuthFailed("unknown or already used authorization state; start the connection again")
+    if row.expires_at <= utcnow():
+        raise OAuthFailed("the authorization took too long and expired; start the connection again")
+    s.delete(row)
+    s.flush()
+    verifier = keyring.decrypt(row.code_verifier, context=_state_context(row.state_hash)) \
+        if row.code_verifier else None
+    return row.user_id, verifier
+
+
+def store(s: Session, keyring: Keyring, user_id: int, provider: str,
+          accounts: list[oauth.Account]) -> list[Connection]:
+    """Create or refresh one connection per account (reconnecting replaces the tokens in place)."""
+    out = []
+    for a in accounts:
+        c = s.exec(select(Connection).where(Connection.user_id == user_id, Connection.provider == provider,
+                                            Connection.account_id == a.account_id)).first()
+        if c is None:
+            c = Connection(user_id=user_id, provider=provider, account_id=a.account_id)
+            s.add(c)
+            s.flush()
+        c.account_name = a.account_name[:200]
+        c.credentials = keyring.encrypt(json.dumps(a.credentials), context=connection_context(c.id))
+        c.scopes = " ".join(a.scopes)
+        c.token_expires_at = a.expires_at
+        c.status, c.last_error = "active", None
+        c.updated_at = utcnow()
+        out.append(c)
+    s.flush()
+    return out
+
+
+def finish(s: Session, cfg: Config, keyring: Keyring, provider: str, state: str, code: str, redirect_uri: str,
+           user: User | None = None) -> list[Connection]:
+    """Complete an authorization: consume the state, exchange the code, store the accounts.
+
+    The consumed state is committed before the provider is called, so a state works once even if the
+    exchange fails, and no transaction (on SQLite: the write lock) stays open during network calls."""
+    oauth.check_configured(cfg, provider)
+    user_id, verifier = take_state(s, keyring, provider, state, user)
+    s.commit()
+    accounts = oauth.exchange(cfg, provider, code, redirect_uri, verifier)
+    if s.get(User, user_id) is None:
+        raise NotFound("the account that started this connection no longer exists")
+    return store(s, keyring, user_id, provider, accounts)
