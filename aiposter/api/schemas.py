@@ -1,0 +1,269 @@
+"""Request and response models: the API's contract, published at /openapi.json.
+
+Strings refuse NUL (PostgreSQL cannot store it) and have a maximum length; integers that name rows fit a
+32-bit column. Request bodies forbid unknown fields, so a typo is a validation error that names the field.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import Path
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from aiposter.core import states
+
+MAX_ID = 2**31 - 1
+
+
+def Text(max_length: int, min_length: int = 0):  # noqa: N802 - a type factory, used like a type
+    return Annotated[str, StringConstraints(min_length=min_length, max_length=max_length,
+                                            pattern=r"^[^\x00]*$")]
+
+
+RowId = Annotated[int, Field(ge=1, le=MAX_ID)]
+PathId = Annotated[int, Path(ge=1, le=MAX_ID)]
+Provider = Literal["google_drive", "facebook", "instagram", "threads"]
+PostState = Literal[states.POST_STATES]  # type: ignore[valid-type]
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(description="Stable machine-readable code: unauthorized, forbidden, not_found, "
+                                  "conflict, validation_error, rate_limited, oauth_failed, internal_error...")
+    message: str
+    field: str | None = Field(None, description="The request field at fault, for validation errors.")
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+# --------------------------------------------------------------------------- auth and users
+
+
+class LoginRequest(Request):
+    email: Text(320, 1)
+    password: Text(1024, 1)
+
+
+class UserOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    email: str
+    display_name: str
+    role: Literal["user", "admin"]
+    disabled: bool
+    processing_paused: bool
+    brand_voice: str
+    default_hashtags: list[str]
+    created_at: datetime
+
+
+class LoginResponse(BaseModel):
+    token: str = Field(description="Send as `Authorization: Bearer <token>`. Shown once; stored only hashed.")
+    token_type: Literal["bearer"] = "bearer"
+    expires_at: datetime
+    user: UserOut
+
+
+class ProfileUpdate(Request):
+    display_name: Text(200, 1) | None = None
+    brand_voice: Text(4000) | None = None
+    default_hashtags: list[Text(100)] | None = Field(None, max_length=30)
+
+
+class PasswordChange(Request):
+    current_password: Text(1024, 1)
+    new_password: Text(1024, 1)
+
+
+class PasswordConfirm(Request):
+    password: Text(1024, 1)
+
+
+class UserCreate(Request):
+    email: Text(320, 1)
+    password: Text(1024, 1) | None = Field(None, description="Omit for an account that cannot log in.")
+    display_name: Text(200) = ""
+    role: Literal["user", "admin"] = "user"
+
+
+class Done(BaseModel):
+    ok: Literal[True] = True
+    detail: str = ""
+
+
+class Deleted(BaseModel):
+    deleted: Literal[True] = True
+    posts: int = Field(0, description="Post records removed with it.")
+
+
+# --------------------------------------------------------------------------- connections
+
+
+class ConnectionOut(BaseModel):
+    id: int
+    provider: Provider
+    account_id: str
+    account_name: str
+    scopes: list[str]
+    status: str
+    last_error: str | None
+    token_expires_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class OAuthStart(BaseModel):
+    provider: Provider
+    authorize_url: str = Field(description="Send the user's browser here.")
+    state: str
+    redirect_uri: str = Field(description="Where the provider sends the browser back (register it there).")
+    expires_at: datetime
+
+
+class OAuthFinish(Request):
+    state: Text(200, 1)
+    code: Text(4096, 1)
+
+
+# --------------------------------------------------------------------------- watches
+
+
+class WatchFields(Request):
+    name: Text(200) | None = None
+    source: Literal["local", "google_drive"] | None = None
+    source_connection_id: RowId | None = None
+    interval_seconds: Annotated[int, Field(ge=5, le=31 * 86400)] | None = None
+    targets: list[Text(100)] | None = Field(None, max_length=20,
+                                            description='"outbox", or "facebook:<connection id>", ...')
+    prompt_template: Text(20000) | None = None
+    captioner: Text(50) | None = Field(None, description='"" for the server default.')
+    backfill: bool | None = None
+    maximum_age_hours: Annotated[float, Field(ge=0, le=100_000)] | None = None
+    min_spacing_seconds: Annotated[int, Field(ge=0, le=31 * 86400)] | None = None
+    enabled: bool | None = None
+
+
+class WatchCreate(WatchFields):
+    folder: Text(4096, 1) = Field(description="A local path under the server's sources.local_roots, or a "
+                                              "Drive folder id.")
+
+
+class WatchUpdate(WatchFields):
+    folder: Text(4096, 1) | None = None
+
+
+class WatchOut(BaseModel):
+    id: int
+    name: str
+    source: str
+    source_connection_id: int | None
+    folder: str
+    folder_name: str
+    interval_seconds: int
+    targets: list[str]
+    prompt_template: str | None
+    captioner: str | None
+    backfill: bool
+    maximum_age_hours: float
+    min_spacing_seconds: int
+    enabled: bool
+    baseline_done: bool
+    last_poll_at: datetime | None
+    last_poll_error: str | None
+    next_poll_at: datetime | None
+    created_at: datetime
+
+
+# --------------------------------------------------------------------------- posts
+
+
+class PostOut(BaseModel):
+    id: int
+    watch_id: int
+    file_name: str
+    folder_name: str
+    source_ref: str
+    status: PostState
+    last_error: str | None
+    next_attempt_at: datetime | None
+    created_at: datetime
+    finished_at: datetime | None
+
+
+class PostPage(BaseModel):
+    items: list[PostOut]
+    next_cursor: int | None = Field(description="Pass as `cursor` for the next (older) page; null at "
+                                                "the end.")
+
+
+class PostTargetOut(BaseModel):
+    id: int
+    platform: str
+    connection_id: int | None
+    status: str
+    attempts: int
+    platform_post_id: str | None
+    url: str | None
+    last_error: str | None
+    published_at: datetime | None
+
+
+class PostEventOut(BaseModel):
+    at: datetime
+    state: str
+    target_id: int | None
+    message: str
+
+
+class ImageInfo(BaseModel):
+    width: int | None
+    height: int | None
+    bytes: int | None
+
+
+class PostDetail(PostOut):
+    description: str
+    capture_time: datetime | None
+    source_time: datetime | None
+    captioner: str | None
+    captions: dict[str, str]
+    hashtags: list[str]
+    alt_text: str
+    usage: dict[str, Any]
+    image: ImageInfo
+    targets: list[PostTargetOut]
+    events: list[PostEventOut]
+
+
+# --------------------------------------------------------------------------- privacy and operations
+
+
+class ExportDocument(BaseModel):
+    format: str
+    exported_at: datetime
+    profile: dict[str, Any]
+    connections: list[ConnectionOut]
+    watches: list[dict[str, Any]]
+    posts: list[dict[str, Any]]
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class Readiness(BaseModel):
+    ready: bool
+    database: str
+    scheduler: Literal["running", "stopped", "not_in_this_process"]
+    pending_migrations: list[str]
