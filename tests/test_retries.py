@@ -153,6 +153,7 @@ class DownCaptioner(TemplateCaptioner):
 def test_captioner_outage_pauses_captioning_without_failing_posts(ctx, tmp_path):
     cap = DownCaptioner(ctx.cfg, failures=20)  # longer than caption_attempts
     ctx._cache[("captioner", "template")] = cap
+    ctx.cfg.retry.base_delay_seconds, ctx.cfg.retry.max_delay_seconds = 30, 60  # no expiry mid-test
     wid = add_watch(ctx, tmp_path / "in")
     drain(ctx)
     for i in range(3):
@@ -204,3 +205,25 @@ def test_retry_of_a_failed_target_reuses_the_captions(ctx, tmp_path):
     drain(ctx)
     [p] = posts(ctx)
     assert p.status == states.PUBLISHED and p.captions == captions and pub.calls == 2
+
+
+def test_bad_api_key_pauses_captioning_instead_of_failing_every_post(ctx, tmp_path):
+    class BadKey(TemplateCaptioner):
+        calls = 0
+
+        def caption(self, request):
+            BadKey.calls += 1
+            raise CaptionError("openai: 401 invalid API key; set api_key", permanent=True, code="auth")
+
+    ctx._cache[("captioner", "template")] = BadKey(ctx.cfg)
+    wid = add_watch(ctx, tmp_path / "in")
+    drain(ctx)
+    for i in range(2):
+        write_image(tmp_path / "in", f"{i}.jpg")
+    make_due(ctx, wid)
+    drain(ctx)
+    ps = posts(ctx)
+    assert [p.status for p in ps] == [states.DOWNLOADED] * 2  # waiting, not failed
+    assert all("invalid API key" in p.last_error for p in ps)
+    assert BadKey.calls == 1
+    assert ctx.breakers["template"].until - utcnow() > timedelta(seconds=ctx.cfg.retry.max_delay_seconds - 5)

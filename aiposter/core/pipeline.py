@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from aiposter import captioners, images, publishers, sources
+from aiposter import captioners, images, metrics, publishers, sources
 from aiposter.captioners.base import CaptionRequest
 from aiposter.config import Config
 from aiposter.core import states
@@ -48,6 +48,9 @@ log = logging.getLogger("aiposter.pipeline")
 
 # Caption errors that mean "the provider is down or throttling", not "this image is a problem".
 OUTAGE_CODES = {"timeout", "rate_limited", "server_error", "connection", "overloaded"}
+# Errors of the whole install (bad API key, billing): every post would fail the same way, so captioning
+# waits for the operator instead, at the longest backoff, with the reason on every waiting post.
+INSTALL_CODES = {"auth", "quota"}
 
 
 @dataclass
@@ -141,6 +144,7 @@ def poll_watch(ctx: Context, watch_id: int) -> PollResult:
 
 
 def _finish_poll(ctx: Context, watch_id: int, error: str | None) -> None:
+    metrics.POLLS.labels(result="error").inc()
     with session_scope(ctx.engine) as s:
         w = s.get(Watch, watch_id)
         if w is None:
@@ -155,6 +159,7 @@ def _finish_poll(ctx: Context, watch_id: int, error: str | None) -> None:
 
 def _record_listing(ctx: Context, watch_id: int, listing: Listing) -> PollResult:
     result = PollResult()
+    metrics.POLLS.labels(result="ok").inc()
     now = utcnow()
     with session_scope(ctx.engine) as s:
         w = s.get(Watch, watch_id)
@@ -229,6 +234,7 @@ def _create_post(s: Session, w: Watch, sf: SourceFile, f: RemoteFile, folder_nam
     for t in targets:
         s.add(PostTarget(post_id=post.id, platform=t.platform, connection_id=t.connection_id))
     add_event(s, post.id, states.DETECTED, f"new file {f.name!r} in {folder_name or w.folder}")
+    metrics.FILES_DETECTED.inc()
     log.info("post.detected", extra=fields(post_id=post.id, watch_id=w.id, file=f.name))
 
 
@@ -344,11 +350,13 @@ def _caption(ctx: Context, post_id: int) -> bool:
             add_event(s, post_id, states.DETECTED, "prepared image missing; downloading again")
         return True
     try:
-        result = ctx.captioner(name).caption(req)
+        result = metrics.timed(metrics.LLM_LATENCY.labels(captioner=name), ctx.captioner(name).caption, req)
     except CaptionError as exc:
-        if not exc.permanent and (exc.code in OUTAGE_CODES):
+        if (not exc.permanent and exc.code in OUTAGE_CODES) or exc.code in INSTALL_CODES:
             breaker.failures += 1
             delay = ctx.backoff("caption").delay(breaker.failures)
+            if exc.code in INSTALL_CODES:
+                delay = ctx.cfg.retry.max_delay_seconds
             if exc.retry_after:
                 delay = max(delay, exc.retry_after)
             breaker.until = utcnow() + timedelta(seconds=delay)
@@ -430,7 +438,7 @@ def _finish(s: Session, ctx: Context, post: Post, status: str, message: str) -> 
     # Image bytes live only while a post is in flight. If we crash between this commit and the unlink,
     # the housekeeping sweep deletes the file instead.
     s.commit()
-    ctx.media_path(post.id).unlink(missing_ok=True)
+    images.remove_media(ctx.cfg.media_dir, post.id)
 
 
 # --------------------------------------------------------------------------- publishing
@@ -522,7 +530,7 @@ def _publish_target(ctx: Context, post_id: int, target_id: int) -> None:
         t.updated_at = utcnow()
         add_event(s, post_id, states.T_PUBLISHING, f"{platform}: attempt {t.attempts}", target_id)
     try:
-        result = publisher.publish(req)
+        result = metrics.timed(metrics.PLATFORM_LATENCY.labels(platform=platform), publisher.publish, req)
     except PublishError as exc:
         if exc.ambiguous:
             # Leave it `publishing`: the next round reconciles through recover() first.
@@ -553,6 +561,7 @@ def _target_published(ctx: Context, target_id: int, result, message: str) -> Non
 def _target_failed(ctx: Context, target_id: int, exc: StepError) -> None:
     with session_scope(ctx.engine) as s:
         t = s.get(PostTarget, target_id)
+        metrics.ERRORS.labels(platform=t.platform, error_class=metrics.error_class(exc)).inc()
         decision = ctx.backoff("publish").decide(max(t.attempts, 1), exc, utcnow())
         if isinstance(decision, GiveUp):
             t.status = states.T_FAILED
