@@ -169,15 +169,17 @@ def serve(no_migrate: bool, with_api: bool, with_worker: bool) -> None:
             ctx = Context(cfg, application.engine, owner=instance_id(cfg.daemon.instance_name),
                           keyring=application.keyring)
             daemon = Daemon(ctx)
-            daemon.start()
         server = None
         if with_api and cfg.api.enabled:
+            # The API first: if it cannot listen, stop before any work is claimed.
+            from aiposter.api.server import start_server
+
             try:
-                from aiposter.api.server import start_server
-            except ImportError:
-                start_server = None
-            if start_server is not None:
                 server = start_server(application, daemon)
+            except RuntimeError as exc:
+                raise fail(str(exc), 1) from None
+        if daemon is not None:
+            daemon.start()
         stop.wait()
         if server is not None:
             server.stop()
@@ -347,7 +349,7 @@ def watch_list(user: Annotated[str | None, typer.Option("--user")] = None, as_js
     try:
         with session_scope(application.engine) as s:
             owner = service_call(lambda: users_svc.get_user_by_email(s, user)) if user else None
-            rows = [watches_svc.watch_dict(s, w) for w in watches_svc.list_watches(s, owner)]
+            rows = watches_svc.watch_dicts(s, watches_svc.list_watches(s, owner))
     finally:
         application.close()
     if as_json:

@@ -196,3 +196,22 @@ def test_bad_config_exits_2_with_one_line(tmp_path, toml, expected):
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1, res.stderr
     assert expected in lines[0] and str(cfg) in lines[0] if "unknown" in expected else expected in lines[0]
+
+
+def test_api_port_in_use_exits_1_with_one_line_and_claims_nothing(tmp_path):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        cfg = write_config(tmp_path, f"sqlite:///{tmp_path}/a.db")
+        cfg.write_text(cfg.read_text().replace("[api]\nenabled = false", f"[api]\nenabled = true\nport = {port}"))
+        res = subprocess.run([sys.executable, "-m", "aiposter", "--config", str(cfg), "run"], capture_output=True,
+                             text=True, timeout=60, env={k: v for k, v in os.environ.items()
+                                                         if not k.startswith("AIPOSTER_")})
+    assert res.returncode == 1
+    assert res.stderr.strip().splitlines()[-1] == f"aiposter: the API could not listen on 127.0.0.1:{port} " \
+                                                  "(see the log above)"
+    assert "Traceback" not in res.stderr
+    assert "daemon.started" not in res.stderr

@@ -11,7 +11,7 @@ from aiposter.core import states
 from aiposter.core.models import Post, PostEvent, PostTarget, User, utcnow
 from aiposter.core.pipeline import add_event
 from aiposter.images import remove_media
-from aiposter.services import Invalid, NotFound
+from aiposter.services import Conflict, Invalid, NotFound
 
 
 def list_posts(s: Session, user: User | None = None, status: str | None = None, watch_id: int | None = None,
@@ -66,7 +66,7 @@ def retry_target(s: Session, post: Post, target_id: int) -> PostTarget:
 
 def delete_post(s: Session, post: Post, media_dir: Path) -> None:
     if post.status in states.POST_ACTIVE and post.lease_owner:
-        raise Invalid("the post is being processed right now; try again in a moment")
+        raise Conflict("the post is being processed right now; try again in a moment")
     s.delete(post)
     s.flush()
     remove_media(media_dir, post.id)

@@ -161,9 +161,13 @@ def list_watches(s: Session, user: User | None = None) -> list[Watch]:
     return list(s.exec(q))
 
 
-def targets_of(s: Session, watch: Watch) -> list[str]:
-    return [t.platform if t.connection_id is None else f"{t.platform}:{t.connection_id}"
-            for t in s.exec(select(WatchTarget).where(WatchTarget.watch_id == watch.id).order_by(WatchTarget.id))]
+def targets_by_watch(s: Session, watch_ids: list[int]) -> dict[int, list[str]]:
+    """Each watch's targets as "platform" or "platform:connection", in one query for many watches."""
+    out: dict[int, list[str]] = {wid: [] for wid in watch_ids}
+    q = select(WatchTarget).where(WatchTarget.watch_id.in_(watch_ids)).order_by(WatchTarget.id)
+    for t in s.exec(q):
+        out[t.watch_id].append(t.platform if t.connection_id is None else f"{t.platform}:{t.connection_id}")
+    return out
 
 
 def delete_watch(s: Session, watch: Watch, media_dir: Path) -> None:
@@ -180,11 +184,18 @@ def poll_now(s: Session, watch: Watch) -> Watch:
     return watch
 
 
-def watch_dict(s: Session, w: Watch) -> dict:
+def watch_dicts(s: Session, ws: list[Watch]) -> list[dict]:
+    targets = targets_by_watch(s, [w.id for w in ws])
+    return [watch_dict(s, w, targets[w.id]) for w in ws]
+
+
+def watch_dict(s: Session, w: Watch, targets: list[str] | None = None) -> dict:
+    if targets is None:
+        targets = targets_by_watch(s, [w.id])[w.id]
     return {
         "id": w.id, "user_id": w.user_id, "name": w.name, "source": w.source,
         "source_connection_id": w.source_connection_id, "folder": w.folder, "folder_name": w.folder_name,
-        "interval_seconds": w.interval_seconds, "targets": targets_of(s, w),
+        "interval_seconds": w.interval_seconds, "targets": targets,
         "prompt_template": w.prompt_template, "captioner": w.captioner, "backfill": w.backfill,
         "maximum_age_hours": w.maximum_age_hours, "min_spacing_seconds": w.min_spacing_seconds,
         "enabled": w.enabled, "baseline_done": w.baseline_done,

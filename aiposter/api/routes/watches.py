@@ -23,7 +23,7 @@ def _out(s, w) -> WatchOut:
 
 @router.get("", response_model=list[WatchOut])
 def list_watches(user: CurrentUser, s: DB) -> list[WatchOut]:
-    return [_out(s, w) for w in watches.list_watches(s, user)]
+    return [WatchOut.model_validate(d) for d in watches.watch_dicts(s, watches.list_watches(s, user))]
 
 
 @router.post("", response_model=WatchOut, status_code=status.HTTP_201_CREATED, responses=responses(422))
