@@ -10,10 +10,13 @@ import logging
 import signal
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from sqlmodel import Session
 
 from aiposter import config as config_mod
 from aiposter import crypto, logs
@@ -80,6 +83,18 @@ def open_db(cfg: config_mod.Config, **kw) -> App:
         raise fail(str(exc), 1) from None
     except Exception as exc:  # noqa: BLE001 - e.g. database unreachable: one line, not a traceback
         raise fail(f"cannot open the database: {exc.__class__.__name__}: {_first_line(exc)}", 1) from None
+
+
+@contextmanager
+def cli_session() -> Iterator[tuple[config_mod.Config, Session]]:
+    """Config, database and one unit of work for a command; closed (and committed) on the way out."""
+    cfg = load_config()
+    application = open_db(cfg, keys=False)
+    try:
+        with session_scope(application.engine) as s:
+            yield cfg, s
+    finally:
+        application.close()
 
 
 def _first_line(exc: Exception) -> str:
@@ -225,18 +240,13 @@ def user_create(email: str,
                                                           help="No login (owns watches only).")] = False,
                 as_json: JsonOpt = False) -> None:
     """Create a user (prompts for the password unless --password-stdin or --no-password)."""
-    cfg = load_config()
     password = None if no_password else _read_password(password_stdin)
     if password is None and not no_password:
         raise fail("no password: give --password-stdin (and pipe it), run interactively, or --no-password", 2)
-    application = open_db(cfg, keys=False)
-    try:
-        with session_scope(application.engine) as s:
-            u = service_call(lambda: users_svc.create_user(
-                s, email, password, display_name=name, role="admin" if admin else "user"))
-            data = _user_dict(u)
-    finally:
-        application.close()
+    with cli_session() as (cfg, s):
+        u = service_call(lambda: users_svc.create_user(
+            s, email, password, display_name=name, role="admin" if admin else "user"))
+        data = _user_dict(u)
     print_json(data) if as_json else typer.echo(f"created {data['role']} {data['email']} (id {data['id']})")
 
 
@@ -249,13 +259,8 @@ def _user_dict(u) -> dict:
 @user_app.command("list")
 def user_list(as_json: JsonOpt = False) -> None:
     """List users."""
-    cfg = load_config()
-    application = open_db(cfg, keys=False)
-    try:
-        with session_scope(application.engine) as s:
-            rows = [_user_dict(u) for u in users_svc.list_users(s)]
-    finally:
-        application.close()
+    with cli_session() as (cfg, s):
+        rows = [_user_dict(u) for u in users_svc.list_users(s)]
     print_json(rows) if as_json else print_table(rows, ["id", "email", "display_name", "role", "disabled"])
 
 
@@ -263,15 +268,10 @@ def user_list(as_json: JsonOpt = False) -> None:
 def user_delete(email: str,
                 yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask to confirm.")] = False) -> None:
     """Delete a user and everything of theirs: tokens, watches, posts and stored media."""
-    cfg = load_config()
-    application = open_db(cfg, keys=False)
-    try:
-        with session_scope(application.engine) as s:
-            u = service_call(lambda: users_svc.get_user_by_email(s, email))
-            confirm(yes, f"Delete {u.email} and all their watches, posts and connections?")
-            counts = users_svc.delete_user(s, u, application.cfg.media_dir)
-    finally:
-        application.close()
+    with cli_session() as (cfg, s):
+        u = service_call(lambda: users_svc.get_user_by_email(s, email))
+        confirm(yes, f"Delete {u.email} and all their watches, posts and connections?")
+        counts = users_svc.delete_user(s, u, cfg.media_dir)
     typer.echo(f"deleted {email} ({counts['posts']} post record(s))")
 
 
@@ -327,31 +327,21 @@ def watch_add(folder: FolderOpt = None, user: Annotated[str | None, typer.Option
     """Add a watch."""
     if not folder:
         raise fail("--folder is required", 2)
-    cfg = load_config()
     spec = _spec(folder, name, source, connection, interval, target, template, template_file, captioner,
                  backfill, max_age_hours, min_spacing, enabled)
-    application = open_db(cfg, keys=False)
-    try:
-        with session_scope(application.engine) as s:
-            owner = _owner(s, user)
-            w = service_call(lambda: watches_svc.create_watch(s, cfg, owner, spec, allow_any_folder=True))
-            data = watches_svc.watch_dict(s, w)
-    finally:
-        application.close()
+    with cli_session() as (cfg, s):
+        owner = _owner(s, user)
+        w = service_call(lambda: watches_svc.create_watch(s, cfg, owner, spec, allow_any_folder=True))
+        data = watches_svc.watch_dict(s, w)
     print_json(data) if as_json else typer.echo(f"added watch {data['id']} on {data['folder']}")
 
 
 @watch_app.command("list")
 def watch_list(user: Annotated[str | None, typer.Option("--user")] = None, as_json: JsonOpt = False) -> None:
     """List watches."""
-    cfg = load_config()
-    application = open_db(cfg, keys=False)
-    try:
-        with session_scope(application.engine) as s:
-            owner = service_call(lambda: users_svc.get_user_by_email(s, user)) if user else None
-            rows = watches_svc.watch_dicts(s, watches_svc.list_watches(s, owner))
-    finally:
-        application.close()
+    with cli_session() as (cfg, s):
+        owner = service_call(lambda: users_svc.get_user_by_email(s, user)) if user else None
+        rows = watches_svc.watch_dicts(s, watches_svc.list_watches(s, owner))
     if as_json:
         print_json(rows)
     else:
@@ -365,13 +355,8 @@ def watch_list(user: Annotated[str | None, typer.Option("--user")] = None, as_js
 @watch_app.command("show")
 def watch_show(watch_id: int, as_json: JsonOpt = False) -> None:
     """Show one watch."""
-    cfg = load_config()
-    application = open_db(cfg, keys=False)
-    try:
-        with session_scope(application.engine) as s:
-            data = watches_svc.watch_dict(s, service_call(lambda: watches_svc.get_watch(s, watch_id)))
-    finally:
-        application.close()
+    with cli_session() as (cfg, s):
+        data = watches_svc.watch_dict(s, service_call(lambda: watches_svc.get_watch(s, watch_id)))
     if as_json:
         print_json(data)
     else:
@@ -386,33 +371,23 @@ def watch_edit(watch_id: int, folder: FolderOpt = None, name: NameOpt = None, so
                captioner: CaptionerOpt = None, backfill: BackfillOpt = None, max_age_hours: MaxAgeOpt = None,
                min_spacing: SpacingOpt = None, enabled: EnabledOpt = None, as_json: JsonOpt = False) -> None:
     """Edit a watch (only the options given change). A running daemon picks it up at its next tick."""
-    cfg = load_config()
     spec = _spec(folder, name, source, connection, interval, target, template, template_file, captioner,
                  backfill, max_age_hours, min_spacing, enabled)
-    application = open_db(cfg, keys=False)
-    try:
-        with session_scope(application.engine) as s:
-            w = service_call(lambda: watches_svc.get_watch(s, watch_id))
-            owner = s.get(users_svc.User, w.user_id)
-            service_call(lambda: watches_svc.update_watch(s, cfg, owner, w, spec, allow_any_folder=True))
-            data = watches_svc.watch_dict(s, w)
-    finally:
-        application.close()
+    with cli_session() as (cfg, s):
+        w = service_call(lambda: watches_svc.get_watch(s, watch_id))
+        owner = s.get(users_svc.User, w.user_id)
+        service_call(lambda: watches_svc.update_watch(s, cfg, owner, w, spec, allow_any_folder=True))
+        data = watches_svc.watch_dict(s, w)
     print_json(data) if as_json else typer.echo(f"updated watch {watch_id}")
 
 
 @watch_app.command("remove")
 def watch_remove(watch_id: int, yes: Annotated[bool, typer.Option("--yes", "-y")] = False) -> None:
     """Remove a watch and its post records."""
-    cfg = load_config()
-    application = open_db(cfg, keys=False)
-    try:
-        with session_scope(application.engine) as s:
-            w = service_call(lambda: watches_svc.get_watch(s, watch_id))
-            confirm(yes, f"Remove watch {watch_id} ({w.folder}) and its post records?")
-            watches_svc.delete_watch(s, w, cfg.media_dir)
-    finally:
-        application.close()
+    with cli_session() as (cfg, s):
+        w = service_call(lambda: watches_svc.get_watch(s, watch_id))
+        confirm(yes, f"Remove watch {watch_id} ({w.folder}) and its post records?")
+        watches_svc.delete_watch(s, w, cfg.media_dir)
     typer.echo(f"removed watch {watch_id}")
 
 
@@ -428,15 +403,10 @@ def posts_list(status: Annotated[str | None, typer.Option("--status")] = None,
                = None,
                as_json: JsonOpt = False) -> None:
     """List posts, newest first."""
-    cfg = load_config()
-    application = open_db(cfg, keys=False)
-    try:
-        with session_scope(application.engine) as s:
-            owner = service_call(lambda: users_svc.get_user_by_email(s, user)) if user else None
-            rows = [posts_svc.post_dict(s, p) for p in service_call(lambda: posts_svc.list_posts(
-                s, owner, status=status, watch_id=watch, limit=limit, before_id=before))]
-    finally:
-        application.close()
+    with cli_session() as (cfg, s):
+        owner = service_call(lambda: users_svc.get_user_by_email(s, user)) if user else None
+        rows = [posts_svc.post_dict(s, p) for p in service_call(lambda: posts_svc.list_posts(
+            s, owner, status=status, watch_id=watch, limit=limit, before_id=before))]
     print_json(rows) if as_json else print_table(
         rows, ["id", "watch_id", "file_name", "status", "created_at", "last_error"])
 
@@ -444,13 +414,8 @@ def posts_list(status: Annotated[str | None, typer.Option("--status")] = None,
 @posts_app.command("show")
 def posts_show(post_id: int, as_json: JsonOpt = False) -> None:
     """Show a post: captions, per-target status, platform ids, errors, token usage, history."""
-    cfg = load_config()
-    application = open_db(cfg, keys=False)
-    try:
-        with session_scope(application.engine) as s:
-            data = posts_svc.post_dict(s, service_call(lambda: posts_svc.get_post(s, post_id)), detail=True)
-    finally:
-        application.close()
+    with cli_session() as (cfg, s):
+        data = posts_svc.post_dict(s, service_call(lambda: posts_svc.get_post(s, post_id)), detail=True)
     if as_json:
         print_json(data)
         return
@@ -478,14 +443,9 @@ def posts_show(post_id: int, as_json: JsonOpt = False) -> None:
 @posts_app.command("retry")
 def posts_retry(post_id: int, target_id: int) -> None:
     """Retry a failed target of a post."""
-    cfg = load_config()
-    application = open_db(cfg, keys=False)
-    try:
-        with session_scope(application.engine) as s:
-            p = service_call(lambda: posts_svc.get_post(s, post_id))
-            service_call(lambda: posts_svc.retry_target(s, p, target_id))
-    finally:
-        application.close()
+    with cli_session() as (cfg, s):
+        p = service_call(lambda: posts_svc.get_post(s, post_id))
+        service_call(lambda: posts_svc.retry_target(s, p, target_id))
     typer.echo(f"target {target_id} of post {post_id} queued again")
 
 
