@@ -271,7 +271,7 @@ def user_delete(email: str,
     with cli_session() as (cfg, s):
         u = service_call(lambda: users_svc.get_user_by_email(s, email))
         confirm(yes, f"Delete {u.email} and all their watches, posts and connections?")
-        counts = users_svc.delete_user(s, u, cfg.media_dir)
+        counts = users_svc.delete_user(s, cfg, u)
     typer.echo(f"deleted {email} ({counts['posts']} post record(s))")
 
 

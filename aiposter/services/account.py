@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from sqlmodel import Session
 
+from aiposter.config import Config
 from aiposter.core.models import User, utcnow
 from aiposter.services import Invalid
 from aiposter.services.auth import check_password, revoke_sessions
@@ -42,7 +41,7 @@ def set_disabled(s: Session, user: User, disabled: bool) -> User:
     return user
 
 
-def delete_own_account(s: Session, user: User, password: str, media_dir: Path) -> dict[str, int]:
+def delete_own_account(s: Session, cfg: Config, user: User, password: str) -> dict[str, int]:
     """Erase the account (the user confirms with their password) and everything it owns."""
     check_password(user, password)
-    return delete_user(s, user, media_dir)
+    return delete_user(s, cfg, user)

@@ -8,6 +8,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
+from aiposter.config import Config
 from aiposter.core.models import Post, User, utcnow
 from aiposter.images import remove_media
 from aiposter.passwords import hash_password
@@ -51,15 +52,19 @@ def list_users(s: Session) -> list[User]:
     return list(s.exec(select(User).order_by(User.id)))
 
 
-def delete_user(s: Session, user: User, media_dir: Path) -> dict[str, int]:
+def delete_user(s: Session, cfg: Config, user: User) -> dict[str, int]:
     """Remove the user and everything they own: sessions, connections and tokens, watches, files seen,
-    posts, targets, events (all by ON DELETE CASCADE) and their in-flight media files."""
+    posts, targets, events (all by ON DELETE CASCADE), their in-flight media files, and the copies of
+    their posts in the local outbox (which lives on this machine, unlike a platform's copy)."""
     post_ids = list(s.exec(select(Post.id).where(Post.user_id == user.id)))
     counts = {"posts": len(post_ids)}
     s.delete(user)
     s.flush()
+    outbox = Path(cfg.publishers.outbox.directory)
     for pid in post_ids:
-        remove_media(media_dir, pid)
+        remove_media(cfg.media_dir, pid)
+        for p in outbox.glob(f"post-{pid}-*"):
+            p.unlink(missing_ok=True)
     return counts
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -92,9 +93,13 @@ def test_deleting_a_user_leaves_nothing_of_theirs(client, application, ann, bob,
     bobs = seed(application, bob.email, photos, "bobmarker")
     client.post("/api/v1/connections/threads/start", headers=ann.headers)
     client.post("/api/v1/connections/threads/start", headers=bob.headers)
+    outbox = Path(application.cfg.publishers.outbox.directory)
+    outbox.mkdir(parents=True, exist_ok=True)
     for pid in (anns["post"], bobs["post"]):
         (media / f"{pid}.jpg").write_bytes(b"jpeg")
         (media / f"{pid}.download").write_bytes(b"raw")
+        for ext in ("json", "jpg"):  # the dry-run destination's copies, on this machine
+            (outbox / f"post-{pid}-1.{ext}").write_bytes(b"copy")
     before = _snapshot(engine)
     owned = _owned(before, engine, ann.id)
     kinds = {"user_account", "auth_session", "connection", "oauth_state", "watch", "watch_target", "source_file",
@@ -115,5 +120,6 @@ def test_deleting_a_user_leaves_nothing_of_theirs(client, application, ann, bob,
     dump = json.dumps({k: [list(map(str, r)) for r in v] for k, v in after.items()})
     assert ann.email not in dump and "annmarker" not in dump and "bobmarker" in dump
     assert sorted(p.name for p in media.iterdir()) == sorted([f"{bobs['post']}.jpg", f"{bobs['post']}.download"])
+    assert sorted(p.name for p in outbox.iterdir()) == [f"post-{bobs['post']}-1.jpg", f"post-{bobs['post']}-1.json"]
     assert client.get("/api/v1/me", headers=ann.headers).status_code == 401
     assert client.get("/api/v1/watches", headers=bob.headers).json()[0]["id"] == bobs["watch"]

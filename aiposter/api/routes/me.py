@@ -60,5 +60,5 @@ def resume(user: CurrentUser, s: DB) -> UserOut:
 def delete_me(body: PasswordConfirm, user: CurrentUser, s: DB, app: Application) -> Deleted:
     """Delete this account and everything it owns: sessions, connections and their tokens, watches,
     posts, their targets and history, and any stored media. Confirm with the password."""
-    counts = account.delete_own_account(s, user, body.password, app.cfg.media_dir)
+    counts = account.delete_own_account(s, app.cfg, user, body.password)
     return Deleted(posts=counts["posts"])

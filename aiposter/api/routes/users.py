@@ -59,4 +59,4 @@ def delete_user(user_id: PathId, admin: Admin, s: DB, app: Application) -> Delet
     """Delete the user and everything they own (like `aiposter user delete`)."""
     u = _get(s, user_id)
     _not_self(admin, u, "delete")
-    return Deleted(posts=users.delete_user(s, u, app.cfg.media_dir)["posts"])
+    return Deleted(posts=users.delete_user(s, app.cfg, u)["posts"])
