@@ -256,6 +256,23 @@ def _user_dict(u) -> dict:
             "created_at": u.created_at.isoformat(timespec="seconds")}
 
 
+@user_app.command("password")
+def user_password(email: str,
+                  password_stdin: Annotated[bool, typer.Option("--password-stdin",
+                                                               help="Read the password from stdin.")] = False) -> None:
+    """Set a user's password (e.g. to log in as the quickstart owner, or a reset); logs out their sessions."""
+    from aiposter.services import auth
+
+    password = _read_password(password_stdin)
+    if password is None:
+        raise fail("no password: give --password-stdin (and pipe it), or run interactively", 2)
+    with cli_session() as (cfg, s):
+        u = service_call(lambda: users_svc.get_user_by_email(s, email))
+        service_call(lambda: users_svc.set_password(s, u, password))
+        revoked = auth.revoke_sessions(s, u)
+    typer.echo(f"password of {email} set; {revoked} session(s) logged out")
+
+
 @user_app.command("list")
 def user_list(as_json: JsonOpt = False) -> None:
     """List users."""

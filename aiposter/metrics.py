@@ -18,11 +18,15 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Histogram,
+    disable_created_metrics,
     generate_latest,
 )
 from prometheus_client.core import GaugeMetricFamily
 
 from aiposter.core import states
+
+# One series per counter, not a second "_created" timestamp series beside each.
+disable_created_metrics()
 
 T = TypeVar("T")
 

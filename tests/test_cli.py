@@ -148,3 +148,24 @@ def test_run_no_migrate_refuses_pending_migrations(tmp_path):
                          env={k: v for k, v in os.environ.items() if not k.startswith("AIPOSTER_")})
     assert res.returncode == 2 and "migration(s) pending" in res.stderr
     assert not Path(tmp_path / "d" / "encryption.key").exists() or True
+
+
+def test_admin_sets_a_password_and_the_user_can_log_in(cli, tmp_path):
+    ok(cli("user", "create", "owner@localhost", "--no-password"))
+    short = cli("user", "password", "owner@localhost", "--password-stdin", stdin="short\n")
+    assert short.returncode == 2 and "at least" in short.stderr
+    res = ok(cli("user", "password", "owner@localhost", "--password-stdin", stdin="now a real password\n"))
+    assert "password of owner@localhost set" in res.stdout
+    from aiposter import config as config_mod
+    from aiposter.app import open_app
+    from aiposter.db import session_scope
+    from aiposter.services import auth
+
+    app = open_app(config_mod.load(tmp_path / "config.toml", environ={}), migrate=False)
+    try:
+        with session_scope(app.engine) as s:
+            limiter = auth.LoginLimiter(5, 20, 900)
+            token, _, user = auth.login(s, limiter, "owner@localhost", "now a real password", "test", 1)
+            assert user.email == "owner@localhost" and token
+    finally:
+        app.close()

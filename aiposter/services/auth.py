@@ -20,7 +20,7 @@ from sqlmodel import Session, select
 from aiposter.core.models import AuthSession, User, utcnow
 from aiposter.passwords import hash_password, needs_rehash, verify_password
 from aiposter.services import Invalid, ServiceError
-from aiposter.services.users import validate_password
+from aiposter.services.users import set_password
 
 # How stale ``last_used_at`` may get before a request writes it again: one write a minute, not per request.
 TOUCH_INTERVAL = timedelta(seconds=60)
@@ -167,11 +167,9 @@ def change_password(s: Session, user: User, current: str, new: str, keep: AuthSe
     if not verify_password(user.password_hash, current):
         raise Forbidden("the current password is wrong")
     try:
-        validate_password(new)
+        set_password(s, user, new)
     except Invalid as exc:
         raise Invalid(exc.message, field="new_password") from None
-    user.password_hash = hash_password(new)
-    user.updated_at = utcnow()
     return revoke_sessions(s, user, keep)
 
 

@@ -41,6 +41,13 @@ def create_user(s: Session, email: str, password: str | None = None, display_nam
     return user
 
 
+def set_password(s: Session, user: User, password: str) -> User:
+    validate_password(password)
+    user.password_hash = hash_password(password)
+    user.updated_at = utcnow()
+    return user
+
+
 def get_user_by_email(s: Session, email: str) -> User:
     user = s.exec(select(User).where(User.email == email.strip().lower())).first()
     if user is None:
