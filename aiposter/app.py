@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import select
 
@@ -17,6 +18,7 @@ from aiposter.db import session_scope
 from aiposter.logs import fields
 
 log = logging.getLogger("aiposter")
+QUICKSTART_LOCK = 0x61697073  # an arbitrary constant key for pg_advisory_xact_lock
 
 
 @dataclass
@@ -82,6 +84,9 @@ def ensure_quickstart(app: App) -> Watch | None:
     inbox = Path(qs.inbox).expanduser().resolve()
     inbox.mkdir(parents=True, exist_ok=True)
     with session_scope(app.engine) as s:
+        if not db.is_sqlite(app.engine):
+            # Replicas starting together: one creates the owner and watch, the others then find them.
+            s.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": QUICKSTART_LOCK})
         try:
             owner = users.get_user_by_email(s, qs.owner_email)
         except users.NotFound:

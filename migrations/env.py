@@ -9,6 +9,7 @@ from sqlmodel import SQLModel
 import aiposter.core.models  # noqa: F401  (registers the tables)
 
 config = context.config
+MIGRATION_LOCK = 0x61696D67  # an arbitrary constant key for pg_advisory_xact_lock
 target_metadata = SQLModel.metadata
 
 
@@ -24,6 +25,9 @@ def run_migrations_online() -> None:
             compare_type=True,
         )
         with context.begin_transaction():
+            if connection.dialect.name == "postgresql":
+                # Replicas starting together: one migrates, the others wait here, then find nothing to do.
+                connection.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK})
             context.run_migrations()
         connection.commit()
 

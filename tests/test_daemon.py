@@ -34,7 +34,10 @@ def write_config(tmp_path: Path, db_url: str, **extra) -> Path:
         "[api]", "enabled = false",
     ]
     for section, body in extra.items():
-        lines += [f"[{section}]", body]
+        if f"[{section}]" in lines:  # add to an existing table
+            lines.insert(lines.index(f"[{section}]") + 1, body)
+        else:
+            lines += [f"[{section}]", body]
     cfg.write_text("\n".join(lines) + "\n")
     return cfg
 
@@ -215,3 +218,52 @@ def test_api_port_in_use_exits_1_with_one_line_and_claims_nothing(tmp_path):
                                                   "(see the log above)"
     assert "Traceback" not in res.stderr
     assert "daemon.started" not in res.stderr
+
+
+def test_two_replicas_share_the_work_and_post_each_photo_once(tmp_path, db_url):
+    if not db_url.startswith("postgresql"):
+        pytest.skip("replicas share a PostgreSQL database (SQLite allows one daemon per file)")
+    from conftest import PG_ADMIN_URL
+
+    # A brand-new, empty database: the replicas race to migrate it and to create the quickstart watch.
+    fresh = f"aiposter_replicas_{os.getpid()}"
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(sa.text(f'DROP DATABASE IF EXISTS "{fresh}" WITH (FORCE)'))
+        c.execute(sa.text(f'CREATE DATABASE "{fresh}"'))
+    db_url = sa.engine.make_url(PG_ADMIN_URL).set(database=fresh).render_as_string(hide_password=False)
+    rng = random.Random(3)
+    procs, logs_ = [], []
+    for i in range(2):
+        d = tmp_path / f"replica{i}"
+        d.mkdir()
+        cfg = write_config(d, db_url, daemon=f"instance_name = 'replica-{i}'")
+        # Both replicas run the same (shared) outbox and inbox, as they would on shared storage.
+        text = cfg.read_text().replace(str(d / "outbox"), str(tmp_path / "outbox"))
+        cfg.write_text(text.replace(str(d / "inbox"), str(tmp_path / "inbox")))
+        procs.append(start(cfg))  # both at once, on an empty schema: migrations and quickstart race
+    engine = sa.create_engine(db_url)
+    wait_for(lambda: baseline_done(engine), 30, "first poll")
+    names = []
+    try:
+        for i in range(24):
+            names.append(f"p{i}.jpg")
+            drop_photo(tmp_path / "inbox", names[-1], rng)
+        wait_for(lambda: post_states(engine).get("published", 0) == len(names), 90, "all posts published")
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            out, _ = p.communicate(timeout=20)
+            logs_.append(out)
+        engine.dispose()
+    assert outbox_counts(tmp_path / "outbox") == {n: 1 for n in names}
+    with sa.create_engine(db_url).connect() as c:
+        assert c.execute(sa.text("SELECT count(*) FROM watch")).scalar() == 1  # one quickstart watch
+        assert c.execute(sa.text("SELECT count(*) FROM user_account")).scalar() == 1
+    worked = [sum(1 for line in out.splitlines() if "target.published" in line) for out in logs_]
+    assert sum(worked) == len(names) and all(n > 0 for n in worked), worked
+    assert all("Traceback" not in out for out in logs_)
+    with admin.connect() as c:
+        c.execute(sa.text(f'DROP DATABASE IF EXISTS "{fresh}" WITH (FORCE)'))
+    admin.dispose()
