@@ -424,8 +424,12 @@ def posts_list(status: Annotated[str | None, typer.Option("--status")] = None,
         owner = service_call(lambda: users_svc.get_user_by_email(s, user)) if user else None
         rows = [posts_svc.post_dict(s, p) for p in service_call(lambda: posts_svc.list_posts(
             s, owner, status=status, watch_id=watch, limit=limit, before_id=before))]
-    print_json(rows) if as_json else print_table(
-        rows, ["id", "watch_id", "file_name", "status", "created_at", "last_error"])
+    if as_json:
+        print_json(rows)
+        return
+    for r in rows:
+        r["why"] = r["waiting_for"] or r["last_error"]  # why it waits, or why it failed
+    print_table(rows, ["id", "watch_id", "file_name", "status", "created_at", "why"])
 
 
 @posts_app.command("show")
@@ -436,8 +440,8 @@ def posts_show(post_id: int, as_json: JsonOpt = False) -> None:
     if as_json:
         print_json(data)
         return
-    for k in ("id", "status", "file_name", "folder_name", "watch_id", "capture_time", "captioner",
-              "last_error", "created_at", "finished_at"):
+    for k in ("id", "status", "waiting_for", "file_name", "folder_name", "watch_id", "capture_time",
+              "captioner", "last_error", "created_at", "finished_at"):
         typer.echo(f"{k:>14}: {data.get(k) if data.get(k) is not None else ''}")
     usage = data["usage"]
     if usage.get("input_tokens") is not None:

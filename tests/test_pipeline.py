@@ -265,3 +265,44 @@ def test_missing_folder_is_reported_on_the_watch(ctx, inbox):
         w = s.get(Watch, wid)
         assert "does not exist" in w.last_poll_error
         assert w.next_poll_at > utcnow()
+
+
+def test_an_unfinished_post_says_why_it_is_not_moving(ctx, inbox):
+    from aiposter.core.models import User
+    from aiposter.services.posts import waiting_for
+
+    wid = add_watch(ctx, inbox)
+    drain(ctx)
+    write_image(inbox, "x.jpg")
+    make_due(ctx, wid)
+    from aiposter.core import pipeline
+    from aiposter.core import queue as wq
+
+    with session_scope(ctx.engine) as s:
+        [claimed] = wq.claim_watches(s, ctx.owner, 30, 10)
+    pipeline.poll_watch(ctx, claimed)  # detected, not processed yet
+
+    def why():
+        with session_scope(ctx.engine) as s:
+            return waiting_for(s, s.exec(select(Post)).one())
+
+    assert why() == "queued: its next step is due now"
+    with session_scope(ctx.engine) as s:
+        s.execute(sa.update(Watch).values(enabled=False))
+    assert "its watch is paused" in why()
+    with session_scope(ctx.engine) as s:
+        s.execute(sa.update(Watch).values(enabled=True))
+        s.execute(sa.update(User).values(processing_paused=True))
+    assert "processing is paused for this account" in why()
+    with session_scope(ctx.engine) as s:
+        s.execute(sa.update(User).values(processing_paused=False))
+        s.execute(sa.update(Post).values(next_attempt_at=utcnow() + timedelta(hours=1),
+                                          last_error="download: attempt 1 of 5 failed, retrying in 30s: x"))
+    assert why().startswith("download: attempt 1 of 5 failed")
+    with session_scope(ctx.engine) as s:
+        wq.claim_posts(s, "replica-7", 30, 10, now=utcnow() + timedelta(hours=2))
+    assert why() == "being processed now (by replica-7)"
+    with session_scope(ctx.engine) as s:
+        s.execute(sa.update(Post).values(lease_owner=None, lease_expires_at=None, next_attempt_at=utcnow()))
+    drain(ctx)
+    assert why() is None  # finished

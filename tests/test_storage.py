@@ -236,3 +236,30 @@ def test_expired_lease_can_be_reclaimed_and_renewal_prevents_it(app):
         assert workqueue.renew(s, "alive", 60, now=later) == 1
     with session_scope(engine) as s:
         assert workqueue.claim_posts(s, "third", 5, 10, now=later + timedelta(seconds=30)) == []
+
+
+def test_expiring_and_expired_tokens_are_flagged_once(app, caplog):
+    from datetime import timedelta
+
+    from aiposter.core.daemon import flag_tokens
+    from aiposter.core.models import utcnow
+    from aiposter.core.pipeline import Context
+
+    now = utcnow()
+    with session_scope(app.engine) as s:
+        u = User(email="t@example.com")
+        s.add(u)
+        s.flush()
+        for account, expires in (("soon", now + timedelta(days=2)), ("gone", now - timedelta(hours=1)),
+                                 ("fine", now + timedelta(days=50)), ("never", None)):
+            s.add(Connection(user_id=u.id, provider="threads", account_id=account, token_expires_at=expires))
+    ctx = Context(app.cfg, app.engine, owner="t")
+    with caplog.at_level("WARNING"):
+        flag_tokens(ctx)
+        flag_tokens(ctx)  # a second pass changes nothing and logs nothing
+    with session_scope(app.engine) as s:
+        got = {c.account_id: (c.status, c.last_error) for c in s.exec(sa.select(Connection)).scalars()}
+    assert got["soon"][0] == "expiring" and "reconnect the account before then" in got["soon"][1]
+    assert got["gone"][0] == "expired" and "expired at" in got["gone"][1]
+    assert got["fine"] == ("active", None) and got["never"] == ("active", None)
+    assert sorted(r.getMessage() for r in caplog.records) == ["connection.expired", "connection.expiring"]

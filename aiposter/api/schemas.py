@@ -196,6 +196,7 @@ class PostOut(BaseModel):
     source_ref: str
     status: PostState
     last_error: str | None
+    waiting_for: str | None = Field(None, description="Why an unfinished post is not moving right now.")
     next_attempt_at: datetime | None
     created_at: datetime
     finished_at: datetime | None

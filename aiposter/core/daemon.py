@@ -6,7 +6,8 @@
   edited or "poll now"-ed while running are picked up on the next tick; a leased watch is never
   polled twice at once.
 * ``renew`` (every third of ``daemon.lease_seconds``): extend the leases this process holds.
-* ``housekeeping``: delete media of finished posts left by a crash.
+* ``housekeeping``: delete media of finished posts left by a crash; flag account tokens that expire
+  within a week or have expired (status and reason on the connection, a warning in the log).
 
 Several replicas on one PostgreSQL share the work through the same claims; nothing else is needed.
 """
@@ -140,6 +141,7 @@ class Daemon:
     def housekeeping(self) -> None:
         try:
             sweep_media(self.ctx)
+            flag_tokens(self.ctx)
         except Exception:  # noqa: BLE001
             log.exception("daemon.housekeeping_failed")
 
@@ -163,6 +165,16 @@ class Daemon:
                     self.busy -= 1
             if self.tasks.empty():
                 self.tick()  # claim the next due work now instead of idling until the next tick
+
+
+def flag_tokens(ctx: Context) -> None:
+    """Warn, on the connection and in the log, about account tokens that expire soon or have expired."""
+    from aiposter.services.connections import flag_expiring_tokens
+
+    with session_scope(ctx.engine) as s:
+        for c in flag_expiring_tokens(s):
+            log.warning(f"connection.{c.status}", extra=fields(connection_id=c.id, user_id=c.user_id,
+                                                               provider=c.provider, reason=c.last_error))
 
 
 def sweep_media(ctx: Context) -> int:

@@ -39,6 +39,30 @@ def delete_connection(s: Session, connection: Connection) -> None:
     s.flush()
 
 
+EXPIRY_WARNING = timedelta(days=7)
+
+
+def flag_expiring_tokens(s: Session, now=None) -> list[Connection]:
+    """Mark connections whose token expires within a week (``expiring``) or has expired (``expired``),
+    with the reason in ``last_error``, so that no token lapses unnoticed. Returns the ones that changed."""
+    now = now or utcnow()
+    changed = []
+    q = select(Connection).where(Connection.token_expires_at.is_not(None),
+                                 Connection.token_expires_at <= now + EXPIRY_WARNING,
+                                 Connection.status.in_(("active", "expiring")))
+    for c in s.exec(q):
+        status = "expired" if c.token_expires_at <= now else "expiring"
+        if status == c.status:
+            continue
+        when = f"{c.token_expires_at:%Y-%m-%d %H:%M} UTC"
+        c.status = status
+        c.last_error = (f"the {c.provider} token expired at {when}; reconnect the account" if status == "expired"
+                        else f"the {c.provider} token expires at {when}; reconnect the account before then")
+        c.updated_at = now
+        changed.append(c)
+    return changed
+
+
 def connection_dict(c: Connection) -> dict:
     return {"id": c.id, "provider": c.provider, "account_id": c.account_id, "account_name": c.account_name,
             "scopes": c.scopes.split() if c.scopes else [], "status": c.status, "last_error": c.last_error,

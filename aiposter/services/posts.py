@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, select
 
 from aiposter.core import states
-from aiposter.core.models import Post, PostEvent, PostTarget, User, utcnow
+from aiposter.core.models import Post, PostEvent, PostTarget, User, Watch, utcnow
 from aiposter.core.pipeline import add_event
 from aiposter.images import remove_media
 from aiposter.services import Conflict, Invalid, NotFound
@@ -80,10 +80,30 @@ def _iso(dt) -> str | None:
     return dt.isoformat(timespec="seconds") if dt else None
 
 
+def waiting_for(s: Session, p: Post, now=None) -> str | None:
+    """Why an unfinished post is not moving right now, in words; None once it is finished."""
+    if p.status not in states.POST_ACTIVE:
+        return None
+    now = now or utcnow()
+    if p.lease_owner and p.lease_expires_at and p.lease_expires_at > now:
+        return f"being processed now (by {p.lease_owner})"
+    user, watch = s.get(User, p.user_id), s.get(Watch, p.watch_id)
+    if user.disabled:
+        return "the account is disabled"
+    if user.processing_paused:
+        return "processing is paused for this account (resume it to continue)"
+    if not watch.enabled:
+        return "its watch is paused (resume the watch to continue)"
+    if p.next_attempt_at > now:
+        return p.last_error or f"next step scheduled at {p.next_attempt_at:%Y-%m-%d %H:%M:%S} UTC"
+    return "queued: its next step is due now"
+
+
 def post_dict(s: Session, p: Post, detail: bool = False) -> dict:
     d = {
         "id": p.id, "watch_id": p.watch_id, "file_name": p.file_name, "folder_name": p.folder_name,
         "source_ref": p.source_ref, "status": p.status, "last_error": p.last_error,
+        "waiting_for": waiting_for(s, p),
         "next_attempt_at": _iso(p.next_attempt_at) if p.status in states.POST_ACTIVE else None,
         "created_at": _iso(p.created_at), "finished_at": _iso(p.finished_at),
     }
