@@ -69,12 +69,17 @@ def _fast_forward(ctx):
         s.execute(sa.update(PostTarget).values(next_attempt_at=utcnow() - timedelta(seconds=1)))
 
 
+def _run_rounds(ctx, rounds: int) -> None:
+    """Drain, then make every waiting retry due, as time passing would."""
+    for _ in range(rounds):
+        drain(ctx)
+        _fast_forward(ctx)
+
+
 def test_transient_publish_error_retries_then_succeeds(ctx, tmp_path):
     pub = FlakyOutbox(ctx.cfg, failures=2)
     _setup(ctx, tmp_path / "in", pub)
-    for _ in range(5):
-        drain(ctx)
-        _fast_forward(ctx)
+    _run_rounds(ctx, 5)
     [p] = posts(ctx)
     assert p.status == states.PUBLISHED and pub.calls == 3
     with session_scope(ctx.engine) as s:
@@ -85,9 +90,7 @@ def test_transient_publish_error_retries_then_succeeds(ctx, tmp_path):
 def test_publish_gives_up_after_the_limit_keeping_the_error(ctx, tmp_path):
     pub = FlakyOutbox(ctx.cfg, failures=99)
     _setup(ctx, tmp_path / "in", pub)
-    for _ in range(10):
-        drain(ctx)
-        _fast_forward(ctx)
+    _run_rounds(ctx, 10)
     [p] = posts(ctx)
     assert p.status == states.FAILED
     assert pub.calls == ctx.cfg.retry.publish_attempts
@@ -107,9 +110,7 @@ def test_ambiguous_timeout_is_reconciled_not_resent(ctx, tmp_path):
     pub = FlakyOutbox(ctx.cfg, failures=1, after_write=True,
                       error=PublishError("read timeout", ambiguous=True))
     _setup(ctx, tmp_path / "in", pub)
-    for _ in range(3):
-        drain(ctx)
-        _fast_forward(ctx)
+    _run_rounds(ctx, 3)
     [p] = posts(ctx)
     assert p.status == states.PUBLISHED
     assert pub.calls == 1  # recovered, never re-sent
@@ -129,9 +130,7 @@ class NoRecover(FlakyOutbox):
 def test_unknowable_outcome_fails_for_a_person_to_check(ctx, tmp_path):
     pub = NoRecover(ctx.cfg, failures=1, after_write=True, error=PublishError("timeout", ambiguous=True))
     _setup(ctx, tmp_path / "in", pub)
-    for _ in range(3):
-        drain(ctx)
-        _fast_forward(ctx)
+    _run_rounds(ctx, 3)
     [p] = posts(ctx)
     assert p.status == states.FAILED and pub.calls == 1
     assert "not re-sent to avoid a duplicate" in p.last_error

@@ -175,8 +175,7 @@ def test_configured_key_missing_or_wrong_refuses(tmp_path, db_url):
 # --------------------------------------------------------------------------- the queue
 
 
-def test_concurrent_claims_never_overlap(app):
-    engine = app.engine
+def _queue_posts(engine, n: int) -> None:
     with session_scope(engine) as s:
         u = User(email="q@example.com")
         s.add(u)
@@ -184,8 +183,13 @@ def test_concurrent_claims_never_overlap(app):
         w = Watch(user_id=u.id, folder="/tmp")
         s.add(w)
         s.flush()
-        for i in range(60):
+        for i in range(n):
             s.add(Post(user_id=u.id, watch_id=w.id, source_ref=f"f{i}"))
+
+
+def test_concurrent_claims_never_overlap(app):
+    engine = app.engine
+    _queue_posts(engine, 60)
     claimed: dict[str, list[int]] = {}
     errors = []
 
@@ -217,14 +221,7 @@ def test_expired_lease_can_be_reclaimed_and_renewal_prevents_it(app):
     from aiposter.core.models import utcnow
 
     engine = app.engine
-    with session_scope(engine) as s:
-        u = User(email="r@example.com")
-        s.add(u)
-        s.flush()
-        w = Watch(user_id=u.id, folder="/tmp")
-        s.add(w)
-        s.flush()
-        s.add(Post(user_id=u.id, watch_id=w.id, source_ref="f"))
+    _queue_posts(engine, 1)
     with session_scope(engine) as s:
         assert len(workqueue.claim_posts(s, "dead", 5, 10)) == 1
     with session_scope(engine) as s:
