@@ -1,0 +1,116 @@
+"""The scheduler in process (real APScheduler, real worker threads): edits are picked up while running,
+and a watch is never polled by two workers at once, even by two daemons sharing the database."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import sqlalchemy as sa
+from helpers import write_image
+from test_pipeline import add_watch
+
+from aiposter.core.daemon import Daemon
+from aiposter.core.models import Post, Watch
+from aiposter.core.pipeline import Context
+from aiposter.db import session_scope
+from aiposter.services import watches
+from aiposter.sources.local import LocalSource
+
+
+def wait_for(predicate, timeout: float = 15.0) -> bool:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def published(ctx) -> set[str]:
+    with session_scope(ctx.engine) as s:
+        return set(s.execute(sa.select(Post.file_name).where(Post.status == "published")).scalars())
+
+
+def test_pause_resume_and_interval_edits_apply_while_running(ctx, tmp_path):
+    inbox = tmp_path / "in"
+    wid = add_watch(ctx, inbox, interval_seconds=1)
+    daemon = Daemon(ctx)
+    daemon.start()
+    try:
+        assert wait_for(lambda: _watch(ctx, wid).baseline_done)
+        write_image(inbox, "one.jpg")
+        assert wait_for(lambda: published(ctx) == {"one.jpg"})
+
+        _edit(ctx, wid, watches.WatchSpec(enabled=False))  # pause
+        write_image(inbox, "two.jpg")
+        time.sleep(2.5)  # more than two intervals
+        assert published(ctx) == {"one.jpg"}
+        _edit(ctx, wid, watches.WatchSpec(enabled=True))  # resume
+        assert wait_for(lambda: published(ctx) == {"one.jpg", "two.jpg"})
+
+        before = _watch(ctx, wid).last_poll_at
+        _edit(ctx, wid, watches.WatchSpec(interval_seconds=3600))  # an edit polls once now, then at the new pace
+        assert wait_for(lambda: _watch(ctx, wid).last_poll_at > before)
+        write_image(inbox, "three.jpg")
+        time.sleep(2.5)
+        assert "three.jpg" not in published(ctx)  # the new, long interval is in force
+        assert (_watch(ctx, wid).next_poll_at - _watch(ctx, wid).last_poll_at).total_seconds() > 3000
+    finally:
+        assert daemon.stop(timeout=5)
+
+
+class SlowSource(LocalSource):
+    """The real local source, slowed down, recording how many polls of each watch overlap."""
+
+    def __init__(self, cfg, shared):
+        super().__init__(cfg)
+        self.shared = shared
+
+    def list(self, watch):
+        with self.shared["lock"]:
+            self.shared["now"][watch.id] = self.shared["now"].get(watch.id, 0) + 1
+            self.shared["max"] = max(self.shared["max"], self.shared["now"][watch.id])
+            self.shared["polls"] += 1
+        try:
+            time.sleep(0.3)
+            return super().list(watch)
+        finally:
+            with self.shared["lock"]:
+                self.shared["now"][watch.id] -= 1
+
+
+def test_a_watch_is_never_polled_twice_at_once_even_by_two_daemons(ctx, tmp_path):
+    shared = {"lock": threading.Lock(), "now": {}, "max": 0, "polls": 0}
+    for i in range(3):
+        add_watch(ctx, tmp_path / f"in{i}", interval_seconds=1)
+    daemons = []
+    for owner in ("replica-a", "replica-b"):
+        c = Context(ctx.cfg, ctx.engine, owner=owner)
+        c._cache[("source", "local")] = SlowSource(ctx.cfg, shared)
+        daemons.append(Daemon(c))
+    # Every watch due at every tick: the two daemons compete for the same rows all the time.
+    for d in daemons:
+        d.start()
+    try:
+        assert wait_for(lambda: shared["polls"] >= 20, timeout=30)
+    finally:
+        for d in daemons:
+            d.stop(timeout=5)
+    assert shared["max"] == 1
+    with session_scope(ctx.engine) as s:
+        assert s.execute(sa.select(sa.func.count()).select_from(Watch).where(
+            Watch.lease_owner.is_not(None))).scalar() == 0  # stopping released every lease
+
+
+def _watch(ctx, wid) -> Watch:
+    with session_scope(ctx.engine) as s:
+        return s.get(Watch, wid)
+
+
+def _edit(ctx, wid, spec) -> None:
+    with session_scope(ctx.engine) as s:
+        w = s.get(Watch, wid)
+        from aiposter.core.models import User
+
+        watches.update_watch(s, ctx.cfg, s.get(User, w.user_id), w, spec, allow_any_folder=True)
