@@ -39,6 +39,7 @@ from aiposter.core.models import (
     utcnow,
 )
 from aiposter.core.retry import Backoff, GiveUp
+from aiposter.crypto import Keyring
 from aiposter.db import session_scope
 from aiposter.logs import fields
 from aiposter.publishers.base import PublishRequest
@@ -69,7 +70,7 @@ class Context:
     cfg: Config
     engine: Engine
     owner: str = "local"
-    keyring: object | None = None
+    keyring: Keyring | None = None  # decrypts connection credentials for sources and publishers
     _cache: dict = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     breakers: dict[str, Breaker] = field(default_factory=dict)
