@@ -160,16 +160,25 @@ def main() -> None:
     args = ap.parse_args()
 
     backends = [("sqlite", lambda tmp: f"sqlite:///{tmp}/aiposter.db")]
+    created: list[str] = []
     if args.pg:
         def pg(tmp: Path, admin=args.pg) -> str:
-            name = f"aiposter_bench_{os.getpid()}_{int(time.time() * 1000) % 10**8}"
-            e = sa.create_engine(admin, isolation_level="AUTOCOMMIT")
-            with e.connect() as c:
+            name = f"aiposter_bench_{os.getpid()}_{len(created)}"
+            with sa.create_engine(admin, isolation_level="AUTOCOMMIT").connect() as c:
                 c.execute(sa.text(f'CREATE DATABASE "{name}"'))
-            e.dispose()
+            created.append(name)
             return sa.engine.make_url(admin).set(database=name).render_as_string(hide_password=False)
         backends.append(("postgresql", pg))
+    try:
+        run(args, backends)
+    finally:
+        if created:
+            with sa.create_engine(args.pg, isolation_level="AUTOCOMMIT").connect() as c:
+                for name in created:
+                    c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
+
+def run(args, backends) -> None:
     print(f"machine: {os.cpu_count()} cores; python {sys.version.split()[0]}")
     print("throughput (local -> template -> outbox, 4 workers, includes decode + re-encode):")
     for name, url_for in backends:

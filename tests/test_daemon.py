@@ -232,6 +232,15 @@ def test_two_replicas_share_the_work_and_post_each_photo_once(tmp_path, db_url):
         c.execute(sa.text(f'DROP DATABASE IF EXISTS "{fresh}" WITH (FORCE)'))
         c.execute(sa.text(f'CREATE DATABASE "{fresh}"'))
     db_url = sa.engine.make_url(PG_ADMIN_URL).set(database=fresh).render_as_string(hide_password=False)
+    try:
+        _run_two_replicas(tmp_path, db_url)
+    finally:
+        with admin.connect() as c:
+            c.execute(sa.text(f'DROP DATABASE IF EXISTS "{fresh}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def _run_two_replicas(tmp_path, db_url: str) -> None:
     rng = random.Random(3)
     procs, logs_ = [], []
     for i in range(2):
@@ -264,6 +273,3 @@ def test_two_replicas_share_the_work_and_post_each_photo_once(tmp_path, db_url):
     worked = [sum(1 for line in out.splitlines() if "target.published" in line) for out in logs_]
     assert sum(worked) == len(names) and all(n > 0 for n in worked), worked
     assert all("Traceback" not in out for out in logs_)
-    with admin.connect() as c:
-        c.execute(sa.text(f'DROP DATABASE IF EXISTS "{fresh}" WITH (FORCE)'))
-    admin.dispose()
