@@ -150,6 +150,7 @@ class Post(SQLModel, table=True):
     __table_args__ = (
         sa.Index("ix_post_due", "status", "next_attempt_at"),
         sa.Index("ix_post_user_created", "user_id", "id"),
+        sa.Index("ix_post_user_status", "user_id", "status", "id"),  # GET /posts?status=... per user
     )
     id: int | None = Field(default=None, primary_key=True)
     user_id: int = _fk("user_account.id", index=False)
