@@ -165,6 +165,8 @@ def serve(no_migrate: bool, with_api: bool, with_worker: bool) -> None:
     from aiposter.core.pipeline import Context
 
     cfg = load_config()
+    if with_worker:
+        check_captioner(cfg)
     application = open_db(cfg, migrate=not no_migrate, lock=with_worker, require_current=no_migrate)
     try:
         stop = threading.Event()
@@ -473,6 +475,15 @@ def posts_retry(post_id: int, target_id: int) -> None:
 # =========================================================================== config / keys
 
 
+def check_captioner(cfg: config_mod.Config) -> None:
+    """The install's captioner must be usable before any photo waits on it."""
+    from aiposter import captioners
+
+    problem = captioners.check(cfg.captioner.default, cfg)
+    if problem:
+        raise fail(f"config error: [captioner] default = {cfg.captioner.default!r}: {problem}", 2)
+
+
 @config_app.command("check")
 def config_check(as_json: JsonOpt = False) -> None:
     """Validate the config and print the effective values (secrets masked)."""
@@ -483,6 +494,7 @@ def config_check(as_json: JsonOpt = False) -> None:
         check_url(cfg.db_url)
     except ConfigError as exc:
         raise fail(f"config error: {exc}", 2) from None
+    check_captioner(cfg)
     data = config_mod.masked(cfg)
     if as_json:
         print_json(data)

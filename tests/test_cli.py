@@ -169,3 +169,20 @@ def test_admin_sets_a_password_and_the_user_can_log_in(cli, tmp_path):
             assert user.email == "owner@localhost" and token
     finally:
         app.close()
+
+
+def test_a_captioner_without_its_key_is_a_config_error(cli, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIPOSTER_")}
+    env["AIPOSTER_CAPTIONER_DEFAULT"] = "anthropic"
+    cfg = tmp_path / "config.toml"
+    for args in (["config", "check"], ["run"]):
+        res = subprocess.run([sys.executable, "-m", "aiposter", "--config", str(cfg), *args], env=env,
+                             capture_output=True, text=True, timeout=60, cwd=tmp_path)
+        assert res.returncode == 2
+        [line] = res.stderr.strip().splitlines()
+        assert "[captioner] default = 'anthropic'" in line and "AIPOSTER_CAPTIONER_ANTHROPIC_API_KEY" in line
+    ok(cli("user", "create", "ann@example.com", "--no-password"))
+    (tmp_path / "in").mkdir()
+    res = cli("watch", "add", "--folder", str(tmp_path / "in"), "--captioner", "gemini")
+    assert res.returncode == 2
+    assert res.stderr.startswith("aiposter: captioner: captioner gemini is not set up on this server: no API key")

@@ -22,3 +22,15 @@ def build(name: str, cfg: Config) -> Captioner:
         module = importlib.import_module(f"aiposter.captioners.{name}")
         return module.build(cfg)
     raise ValueError(f"unknown captioner {name!r} (known: {', '.join(CAPTIONERS)})")
+
+
+def check(name: str, cfg: Config) -> str | None:
+    """Why the captioner ``name`` cannot work with this config (e.g. no API key), or None if it can.
+    Building an adapter only sets up its SDK client: no request is sent."""
+    from aiposter.core.errors import CaptionError
+
+    try:
+        build(name, cfg)
+    except CaptionError as exc:
+        return str(exc)
+    return None

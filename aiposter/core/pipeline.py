@@ -173,7 +173,7 @@ def _record_listing(ctx: Context, watch_id: int, listing: Listing) -> PollResult
             for sf in s.exec(select(SourceFile).where(SourceFile.watch_id == w.id,
                                                       SourceFile.ref.in_(chunk))):
                 known[sf.ref] = sf
-        targets = list(s.exec(select(WatchTarget).where(WatchTarget.watch_id == w.id)))
+        targets: list[WatchTarget] | None = None  # loaded with the first new post: most polls find none
         first_poll = not w.baseline_done
         max_age = timedelta(hours=w.maximum_age_hours) if w.maximum_age_hours > 0 else None
         folder_name = listing.folder_name or w.folder_name
@@ -208,6 +208,8 @@ def _record_listing(ctx: Context, watch_id: int, listing: Listing) -> PollResult
                 continue
             sf.status = states.SF_QUEUED
             s.flush()
+            if targets is None:
+                targets = list(s.exec(select(WatchTarget).where(WatchTarget.watch_id == w.id)))
             _create_post(s, w, sf, f, folder_name, targets)
             result.queued += 1
 

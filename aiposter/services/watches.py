@@ -69,6 +69,10 @@ def _validate(s: Session, cfg: Config, user: User, spec: WatchSpec, watch: Watch
     if spec.captioner is not None and spec.captioner not in ("",) + captioners.CAPTIONERS:
         raise Invalid(f"unknown captioner {spec.captioner!r} (known: {', '.join(captioners.CAPTIONERS)})",
                       field="captioner")
+    if spec.captioner:
+        problem = captioners.check(spec.captioner, cfg)
+        if problem:
+            raise Invalid(f"captioner {spec.captioner} is not set up on this server: {problem}", field="captioner")
     if spec.prompt_template:
         err = check_template(spec.prompt_template)
         if err:
