@@ -34,8 +34,8 @@ _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160)
 
 POLLS = Counter("aiposter_polls", "Folder polls, by outcome.", ["result"])
 FILES_DETECTED = Counter("aiposter_files_detected", "New files that became posts.")
-ERRORS = Counter("aiposter_publish_errors", "Failed publish attempts, by platform and error class.",
-                 ["platform", "error_class"])
+ERRORS = Counter("aiposter_errors", "Failed attempts, by stage (poll, download, caption, publish), platform "
+                 "(the source, captioner or destination) and error class.", ["stage", "platform", "error_class"])
 LLM_LATENCY = Histogram("aiposter_llm_latency_seconds", "Time of one caption request, by captioner.",
                         ["captioner"], buckets=_LATENCY_BUCKETS)
 PLATFORM_LATENCY = Histogram("aiposter_platform_latency_seconds", "Time of one publish call, by platform.",
@@ -55,6 +55,10 @@ def timed(histogram, fn: Callable[..., T], *args) -> T:
 
 def error_class(exc: Exception) -> str:
     return getattr(exc, "code", None) or exc.__class__.__name__
+
+
+def count_error(stage: str, platform: str, exc: Exception) -> None:
+    ERRORS.labels(stage=stage, platform=platform, error_class=error_class(exc)).inc()
 
 
 class _StateCollector:

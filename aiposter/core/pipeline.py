@@ -134,6 +134,7 @@ def poll_watch(ctx: Context, watch_id: int) -> PollResult:
     try:
         listing = ctx.source(source_name).list(ref)
     except StepError as exc:
+        metrics.count_error("poll", source_name, exc)
         _finish_poll(ctx, watch_id, error=str(exc))
         log.warning("watch.poll_failed", extra=fields(watch_id=watch_id, error=str(exc)))
         return PollResult(error=str(exc))
@@ -300,6 +301,7 @@ def _download(ctx: Context, post_id: int) -> bool:
         prepared = images.prepare(raw, dest, max_pixels=im.max_pixels, max_edge=im.max_edge,
                                   quality=im.jpeg_quality, max_bytes=im.max_file_bytes)
     except StepError as exc:
+        metrics.count_error("download", source_name, exc)
         _step_failed(ctx, post_id, states.DETECTED, exc)
         return False
     finally:
@@ -355,6 +357,7 @@ def _caption(ctx: Context, post_id: int) -> bool:
     try:
         result = metrics.timed(metrics.LLM_LATENCY.labels(captioner=name), ctx.captioner(name).caption, req)
     except CaptionError as exc:
+        metrics.count_error("caption", name, exc)
         if (not exc.permanent and exc.code in OUTAGE_CODES) or exc.code in INSTALL_CODES:
             breaker.failures += 1
             delay = ctx.backoff("caption").delay(breaker.failures)
@@ -564,7 +567,7 @@ def _target_published(ctx: Context, target_id: int, result, message: str) -> Non
 def _target_failed(ctx: Context, target_id: int, exc: StepError) -> None:
     with session_scope(ctx.engine) as s:
         t = s.get(PostTarget, target_id)
-        metrics.ERRORS.labels(platform=t.platform, error_class=metrics.error_class(exc)).inc()
+        metrics.count_error("publish", t.platform, exc)
         decision = ctx.backoff("publish").decide(max(t.attempts, 1), exc, utcnow())
         if isinstance(decision, GiveUp):
             t.status = states.T_FAILED

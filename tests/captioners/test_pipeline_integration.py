@@ -11,6 +11,7 @@ from helpers import drain, write_image
 from sqlmodel import select
 from test_pipeline import add_watch, make_due
 
+from aiposter import metrics
 from aiposter.core import states
 from aiposter.core.models import Post, utcnow
 from aiposter.db import session_scope
@@ -30,6 +31,8 @@ def test_outage_then_recovery_through_the_pipeline(make_ctx, tmp_path):
             "max_retries": 0}})
         ctx.cfg.retry.base_delay_seconds, ctx.cfg.retry.max_delay_seconds = 30, 60
         fake.reply(openai_error(503, "upstream overloaded", "server_error"))
+        outage = metrics.ERRORS.labels(stage="caption", platform="openai", error_class="server_error")
+        counted = outage._value.get()
         wid = add_watch(ctx, tmp_path / "in")
         drain(ctx)
         for name in ("a.jpg", "b.jpg"):
@@ -41,6 +44,7 @@ def test_outage_then_recovery_through_the_pipeline(make_ctx, tmp_path):
         assert [p.status for p in waiting] == [states.DOWNLOADED, states.DOWNLOADED]
         assert all("captioner openai is unavailable" in p.last_error and "503" in p.last_error for p in waiting)
         assert len(fake.requests) == 1  # paused after the first failure, not one failure per post
+        assert outage._value.get() == counted + 1  # visible in /metrics as aiposter_errors_total
 
         fake.reply(openai_completion(answer(), usage=(900, 50)))
         ctx.breakers["openai"].until = None
