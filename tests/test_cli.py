@@ -186,3 +186,32 @@ def test_a_captioner_without_its_key_is_a_config_error(cli, tmp_path):
     res = cli("watch", "add", "--folder", str(tmp_path / "in"), "--captioner", "gemini")
     assert res.returncode == 2
     assert res.stderr.startswith("aiposter: captioner: captioner gemini is not set up on this server: no API key")
+
+
+def test_posts_show_reports_token_usage(cli, tmp_path):
+    import sqlalchemy as sa
+
+    from aiposter import config as config_mod
+    from aiposter.app import open_app
+    from aiposter.core.models import Post, User, Watch
+    from aiposter.db import session_scope
+
+    app = open_app(config_mod.load(tmp_path / "config.toml", environ={}), migrate=True)
+    try:
+        with session_scope(app.engine) as s:
+            u = User(email="t@example.com")
+            s.add(u)
+            s.flush()
+            w = Watch(user_id=u.id, folder=str(tmp_path))
+            s.add(w)
+            s.flush()
+            s.add(Post(user_id=u.id, watch_id=w.id, source_ref="a.jpg", file_name="a.jpg", status="published",
+                       captioner="openai", captions={"instagram": "Hello"},
+                       usage={"provider": "openai", "model": "gpt-test", "input_tokens": 900, "output_tokens": 50}))
+        with session_scope(app.engine) as s:
+            pid = s.execute(sa.select(Post.id)).scalar_one()
+    finally:
+        app.close()
+    out = ok(cli("posts", "show", str(pid))).stdout
+    assert "tokens: 900 in, 50 out (openai gpt-test)" in out
+    assert json.loads(ok(cli("posts", "show", str(pid), "--json")).stdout)["usage"]["input_tokens"] == 900
