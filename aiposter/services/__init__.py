@@ -24,3 +24,12 @@ class Conflict(ServiceError):
 
 class Invalid(ServiceError):
     code = "invalid"
+
+
+def get_owned(s, model, row_id: int, user, what: str):
+    """The row, or NotFound if it does not exist or (with ``user``) belongs to someone else: another user's
+    resource is indistinguishable from a missing one. ``user=None`` is the admin/CLI view."""
+    row = s.get(model, row_id)
+    if row is None or (user is not None and row.user_id != user.id):
+        raise NotFound(f"no {what} {row_id}")
+    return row

@@ -17,7 +17,7 @@ from sqlmodel import Session, select
 from aiposter.config import Config
 from aiposter.core.models import Connection, OAuthState, User, utcnow
 from aiposter.crypto import Keyring, connection_context
-from aiposter.services import NotFound, oauth
+from aiposter.services import NotFound, get_owned, oauth
 from aiposter.services.auth import hash_token
 from aiposter.services.oauth import OAuthFailed
 
@@ -27,10 +27,7 @@ def list_connections(s: Session, user: User) -> list[Connection]:
 
 
 def get_connection(s: Session, connection_id: int, user: User) -> Connection:
-    c = s.get(Connection, connection_id)
-    if c is None or c.user_id != user.id:
-        raise NotFound(f"no connection {connection_id}")
-    return c
+    return get_owned(s, Connection, connection_id, user, "connection")
 
 
 def delete_connection(s: Session, connection: Connection) -> None:

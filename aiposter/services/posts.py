@@ -11,7 +11,7 @@ from aiposter.core import states
 from aiposter.core.models import Post, PostEvent, PostTarget, User, Watch, utcnow
 from aiposter.core.pipeline import add_event
 from aiposter.images import remove_media
-from aiposter.services import Conflict, Invalid, NotFound
+from aiposter.services import Conflict, Invalid, NotFound, get_owned
 
 
 def list_posts(s: Session, user: User | None = None, status: str | None = None, watch_id: int | None = None,
@@ -32,10 +32,7 @@ def list_posts(s: Session, user: User | None = None, status: str | None = None, 
 
 
 def get_post(s: Session, post_id: int, user: User | None = None) -> Post:
-    p = s.get(Post, post_id)
-    if p is None or (user is not None and p.user_id != user.id):
-        raise NotFound(f"no post {post_id}")
-    return p
+    return get_owned(s, Post, post_id, user, "post")
 
 
 def targets(s: Session, post: Post) -> list[PostTarget]:

@@ -12,7 +12,7 @@ from aiposter.captioners.template import check_template
 from aiposter.config import Config
 from aiposter.core.models import Connection, User, Watch, WatchTarget, utcnow
 from aiposter.images import remove_media
-from aiposter.services import Invalid, NotFound
+from aiposter.services import Invalid, get_owned
 
 PLATFORM_PROVIDER = {"facebook": "facebook", "instagram": "instagram", "threads": "threads"}
 # Polling a local folder is cheap; a Drive poll spends the user's API quota.
@@ -151,11 +151,7 @@ def update_watch(s: Session, cfg: Config, user: User, watch: Watch, spec: WatchS
 
 
 def get_watch(s: Session, watch_id: int, user: User | None = None) -> Watch:
-    """The watch, or NotFound: another user's watch is indistinguishable from a missing one."""
-    w = s.get(Watch, watch_id)
-    if w is None or (user is not None and w.user_id != user.id):
-        raise NotFound(f"no watch {watch_id}")
-    return w
+    return get_owned(s, Watch, watch_id, user, "watch")
 
 
 def list_watches(s: Session, user: User | None = None) -> list[Watch]:
