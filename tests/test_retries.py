@@ -54,11 +54,16 @@ class FlakyOutbox(OutboxPublisher):
         return super().publish(req)
 
 
-def _setup(ctx, inbox, publisher):
-    ctx._cache[("publisher", "outbox")] = publisher
+def _setup(ctx, inbox, publisher=None, *, captioner=None, photos: int = 1) -> int:
+    """Plug in the test adapters, take the watch's baseline, then drop ``photos`` new photos (due now)."""
+    if publisher is not None:
+        ctx._cache[("publisher", "outbox")] = publisher
+    if captioner is not None:
+        ctx._cache[("captioner", "template")] = captioner
     wid = add_watch(ctx, inbox)
     drain(ctx)
-    write_image(inbox, "p.jpg")
+    for i in range(photos):
+        write_image(inbox, "p.jpg" if photos == 1 else f"{i}.jpg")
     make_due(ctx, wid)
     return wid
 
@@ -151,13 +156,8 @@ class DownCaptioner(TemplateCaptioner):
 
 def test_captioner_outage_pauses_captioning_without_failing_posts(ctx, tmp_path):
     cap = DownCaptioner(ctx.cfg, failures=20)  # longer than caption_attempts
-    ctx._cache[("captioner", "template")] = cap
     ctx.cfg.retry.base_delay_seconds, ctx.cfg.retry.max_delay_seconds = 30, 60  # no expiry mid-test
-    wid = add_watch(ctx, tmp_path / "in")
-    drain(ctx)
-    for i in range(3):
-        write_image(tmp_path / "in", f"{i}.jpg")
-    make_due(ctx, wid)
+    _setup(ctx, tmp_path / "in", captioner=cap, photos=3)
     drain(ctx)
     ps = posts(ctx)
     assert [p.status for p in ps] == [states.DOWNLOADED] * 3
@@ -178,11 +178,7 @@ def test_refusal_fails_the_post_with_the_providers_reason(ctx, tmp_path):
         def caption(self, request):
             raise CaptionError("refused: the image violates the content policy", permanent=True, code="refused")
 
-    ctx._cache[("captioner", "template")] = Refuses(ctx.cfg)
-    wid = add_watch(ctx, tmp_path / "in")
-    drain(ctx)
-    write_image(tmp_path / "in", "x.jpg")
-    make_due(ctx, wid)
+    _setup(ctx, tmp_path / "in", captioner=Refuses(ctx.cfg))
     drain(ctx)
     [p] = posts(ctx)
     assert p.status == states.FAILED and "content policy" in p.last_error
@@ -214,12 +210,7 @@ def test_bad_api_key_pauses_captioning_instead_of_failing_every_post(ctx, tmp_pa
             BadKey.calls += 1
             raise CaptionError("openai: 401 invalid API key; set api_key", permanent=True, code="auth")
 
-    ctx._cache[("captioner", "template")] = BadKey(ctx.cfg)
-    wid = add_watch(ctx, tmp_path / "in")
-    drain(ctx)
-    for i in range(2):
-        write_image(tmp_path / "in", f"{i}.jpg")
-    make_due(ctx, wid)
+    _setup(ctx, tmp_path / "in", captioner=BadKey(ctx.cfg), photos=2)
     drain(ctx)
     ps = posts(ctx)
     assert [p.status for p in ps] == [states.DOWNLOADED] * 2  # waiting, not failed
