@@ -13,6 +13,7 @@ from sqlmodel import select
 from aiposter import crypto, db
 from aiposter.config import Config, ConfigError
 from aiposter.core import queue as workqueue
+from aiposter.core.media import MediaStore, store_for
 from aiposter.core.models import Watch
 from aiposter.db import session_scope
 from aiposter.logs import fields
@@ -26,6 +27,7 @@ class App:
     cfg: Config
     engine: Engine
     keyring: crypto.Keyring | None = None
+    media: MediaStore | None = None
     lock: db.ProcessLock | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -41,13 +43,13 @@ def open_app(cfg: Config, *, migrate: bool = True, lock: bool = False, keys: boo
     ``require_current``: without migrating, refuse a schema that is behind (``run --no-migrate``)."""
     url = cfg.db_url
     db.check_url(url)
-    try:
-        cfg.data_dir.mkdir(parents=True, exist_ok=True)
-        cfg.media_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"[daemon] data_dir: cannot create {cfg.data_dir}: {exc.strerror}") from None
+    for key, path in (("[daemon] data_dir", cfg.data_dir), ("[media] directory", cfg.media_dir)):
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"{key}: cannot create {path}: {exc.strerror}") from None
     engine = db.make_engine(url, pool_size=cfg.db.pool_size + cfg.daemon.workers, echo=cfg.db.echo)
-    app = App(cfg, engine)
+    app = App(cfg, engine, media=store_for(cfg))
     path = db.sqlite_path(url)
     try:
         if lock and path is not None:

@@ -22,6 +22,7 @@ from aiposter import config as config_mod
 from aiposter import crypto, logs
 from aiposter.app import App, ensure_quickstart, open_app
 from aiposter.config import ConfigError
+from aiposter.core.media import store_for
 from aiposter.db import AlreadyRunning, pending_migrations, session_scope
 from aiposter.services import Invalid, ServiceError
 from aiposter.services import posts as posts_svc
@@ -406,7 +407,7 @@ def watch_remove(watch_id: int, yes: Annotated[bool, typer.Option("--yes", "-y")
     with cli_session() as (cfg, s):
         w = service_call(lambda: watches_svc.get_watch(s, watch_id))
         confirm(yes, f"Remove watch {watch_id} ({w.folder}) and its post records?")
-        watches_svc.delete_watch(s, w, cfg.media_dir)
+        watches_svc.delete_watch(s, w, store_for(cfg))
     typer.echo(f"removed watch {watch_id}")
 
 

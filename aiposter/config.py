@@ -72,6 +72,9 @@ class RetryConfig(Section):
     download_attempts: int = Field(5, ge=1, le=100)
     caption_attempts: int = Field(5, ge=1, le=100)
     publish_attempts: int = Field(5, ge=1, le=100)
+    # How long a target may wait on the platform (e.g. a container "processing") before it fails with the
+    # platform's last status.
+    publish_max_wait_seconds: float = Field(3600.0, gt=0)
 
 
 class ImagesConfig(Section):
@@ -120,6 +123,14 @@ class CaptionerConfig(Section):
         model="llava", base_url="http://127.0.0.1:11434/v1")
     # The instruction LLM captioners follow when a watch has no prompt_template (sandboxed Jinja2).
     prompt: str = "Write an engaging caption for this photo for each target platform."
+
+
+class MediaConfig(Section):
+    # Prepared images of posts in flight; every replica must reach the same directory. Empty:
+    # <data_dir>/media.
+    directory: str = ""
+    # How long a signed media URL handed to a platform stays valid.
+    url_ttl_seconds: int = Field(3600, ge=60, le=7 * 86400)
 
 
 class OutboxConfig(Section):
@@ -192,6 +203,7 @@ class Config(Section):
     security: SecurityConfig = SecurityConfig()
     retry: RetryConfig = RetryConfig()
     images: ImagesConfig = ImagesConfig()
+    media: MediaConfig = MediaConfig()
     watch_defaults: WatchDefaultsConfig = WatchDefaultsConfig()
     captioner: CaptionerConfig = CaptionerConfig()
     publishers: PublishersConfig = PublishersConfig()
@@ -209,7 +221,7 @@ class Config(Section):
 
     @property
     def media_dir(self) -> Path:
-        return self.data_dir / "media"
+        return Path(self.media.directory) if self.media.directory else self.data_dir / "media"
 
     @property
     def db_url(self) -> str:

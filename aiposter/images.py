@@ -141,13 +141,5 @@ def write_atomic(dest: Path, data: bytes) -> None:
     os.replace(tmp, dest)
 
 
-def remove_media(media_dir: Path, post_id: int) -> None:
-    """Delete every file a post may have in the media directory: the prepared JPEG, the raw download,
-    and temp files of a write cut off by a crash. Image bytes live only while a post is in flight."""
-    for pattern in (f"{post_id}.*", f".{post_id}.*"):
-        for p in Path(media_dir).glob(pattern):
-            p.unlink(missing_ok=True)
-
-
 def _mb(n: int) -> str:
     return f"{n / (1024 * 1024):.1f} MB"

@@ -140,7 +140,8 @@ def make_ctx(tmp_path, db_url):
     def factory(**sections):
         application = open_app(make_config(tmp_path, db_url, **sections), migrate=False)
         opened.append(application)
-        return Context(application.cfg, application.engine, owner=f"test-{uuid.uuid4().hex[:6]}")
+        return Context(application.cfg, application.engine, owner=f"test-{uuid.uuid4().hex[:6]}",
+                       keyring=application.keyring)
 
     yield factory
     for application in opened:

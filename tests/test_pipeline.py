@@ -79,7 +79,7 @@ def test_new_photo_goes_to_outbox_cleaned(ctx, inbox):
     assert p.capture_time is not None and p.capture_time.year == 2024
     # Image bytes are deleted once the post is done.
     assert not os.listdir(ctx.cfg.media_dir)
-    assert p.media_path is None
+    assert p.media_key is None
 
 
 def test_png_and_heic_are_converted(ctx, inbox):
@@ -168,7 +168,7 @@ def test_unsettled_file_waits_until_stable(make_ctx, tmp_path):
         assert s.exec(select(SourceFile)).one().status == states.SF_SETTLING
     # Quiet for long enough (the settle window shortened, as time passing would do): it is posted.
     ctx.cfg.watch_defaults.settle_seconds = 0
-    ctx._cache.clear()
+    ctx.reset_adapters()
     make_due(ctx, wid)
     drain(ctx)
     assert [p.status for p in posts(ctx)] == [states.PUBLISHED]

@@ -4,15 +4,17 @@
 from __future__ import annotations
 
 import random
+from contextlib import ExitStack
 from datetime import timedelta
 
+import pytest
 import sqlalchemy as sa
 from helpers import drain, write_image
 from sqlmodel import select
 from test_pipeline import add_watch, make_due, outbox_records, posts
 
 from aiposter.captioners.template import TemplateCaptioner
-from aiposter.core import states
+from aiposter.core import registry, states
 from aiposter.core.errors import CaptionError, PublishError, StepError
 from aiposter.core.models import Post, PostTarget, utcnow
 from aiposter.core.retry import Backoff, GiveUp, Retry
@@ -54,12 +56,22 @@ class FlakyOutbox(OutboxPublisher):
         return super().publish(req)
 
 
+_plugged = ExitStack()
+
+
+@pytest.fixture(autouse=True)
+def _unplug():
+    """Test adapters are plugged in through the registry for one test only."""
+    with _plugged:
+        yield
+
+
 def _setup(ctx, inbox, publisher=None, *, captioner=None, photos: int = 1) -> int:
     """Plug in the test adapters, take the watch's baseline, then drop ``photos`` new photos (due now)."""
     if publisher is not None:
-        ctx._cache[("publisher", "outbox")] = publisher
+        _plugged.enter_context(registry.override(registry.DESTINATION, "outbox", lambda deps: publisher))
     if captioner is not None:
-        ctx._cache[("captioner", "template")] = captioner
+        _plugged.enter_context(registry.override(registry.CAPTIONER, "template", lambda deps: captioner))
     wid = add_watch(ctx, inbox)
     drain(ctx)
     for i in range(photos):

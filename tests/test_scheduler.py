@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from helpers import write_image
 from test_pipeline import add_watch
 
+from aiposter.core import registry
 from aiposter.core.daemon import Daemon
 from aiposter.core.models import Post, Watch
 from aiposter.core.pipeline import Context
@@ -84,19 +85,16 @@ def test_a_watch_is_never_polled_twice_at_once_even_by_two_daemons(ctx, tmp_path
     shared = {"lock": threading.Lock(), "now": {}, "max": 0, "polls": 0}
     for i in range(3):
         add_watch(ctx, tmp_path / f"in{i}", interval_seconds=1)
-    daemons = []
-    for owner in ("replica-a", "replica-b"):
-        c = Context(ctx.cfg, ctx.engine, owner=owner)
-        c._cache[("source", "local")] = SlowSource(ctx.cfg, shared)
-        daemons.append(Daemon(c))
+    daemons = [Daemon(Context(ctx.cfg, ctx.engine, owner=owner)) for owner in ("replica-a", "replica-b")]
     # Every watch due at every tick: the two daemons compete for the same rows all the time.
-    for d in daemons:
-        d.start()
-    try:
-        assert wait_for(lambda: shared["polls"] >= 20, timeout=30)
-    finally:
+    with registry.override(registry.SOURCE, "local", lambda deps: SlowSource(deps.cfg, shared)):
         for d in daemons:
-            d.stop(timeout=5)
+            d.start()
+        try:
+            assert wait_for(lambda: shared["polls"] >= 20, timeout=30)
+        finally:
+            for d in daemons:
+                d.stop(timeout=5)
     assert shared["max"] == 1
     with session_scope(ctx.engine) as s:
         assert s.execute(sa.select(sa.func.count()).select_from(Watch).where(

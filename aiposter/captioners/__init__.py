@@ -1,36 +1,30 @@
-"""Captioners: turn a prepared image into per-platform captions. One module per provider."""
+"""Captioners: turn a prepared image into per-platform captions. One module per provider, each implementing
+:class:`aiposter.core.ports.Captioner` and exposing ``build(deps)``; registered in
+:mod:`aiposter.core.registry`."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from aiposter.captioners.base import Captioner
-    from aiposter.config import Config
+from aiposter.core import registry
 
-CAPTIONERS = ("template", "openai", "gemini", "anthropic", "openai_compatible")
+if TYPE_CHECKING:
+    from aiposter.config import Config
+    from aiposter.core.ports import Captioner
 
 
 def build(name: str, cfg: Config) -> Captioner:
-    if name == "template":
-        from aiposter.captioners.template import TemplateCaptioner
-
-        return TemplateCaptioner(cfg)
-    if name in ("openai", "gemini", "anthropic", "openai_compatible"):
-        import importlib
-
-        module = importlib.import_module(f"aiposter.captioners.{name}")
-        return module.build(cfg)
-    raise ValueError(f"unknown captioner {name!r} (known: {', '.join(CAPTIONERS)})")
+    """A captioner that needs nothing but the config (all of them today)."""
+    return registry.build(registry.CAPTIONER, name, registry.AdapterDeps(cfg))
 
 
 def check(name: str, cfg: Config) -> str | None:
     """Why the captioner ``name`` cannot work with this config (e.g. no API key), or None if it can.
     Building an adapter only sets up its SDK client: no request is sent."""
-    from aiposter.core.errors import CaptionError
+    from aiposter.core.errors import StepError
 
     try:
         build(name, cfg)
-    except CaptionError as exc:
+    except StepError as exc:
         return str(exc)
     return None

@@ -22,7 +22,8 @@ from aiposter.captioners.llm import (
     timed_out,
     unreachable,
 )
-from aiposter.config import Config, LLMProviderConfig
+from aiposter.config import LLMProviderConfig
+from aiposter.core.registry import AdapterDeps
 
 
 class MessagesBackend:
@@ -68,7 +69,8 @@ class MessagesBackend:
         return Reply(text, message.usage.input_tokens, message.usage.output_tokens)
 
 
-def build(cfg: Config) -> LLMCaptioner:
+def build(deps: AdapterDeps) -> LLMCaptioner:
+    cfg = deps.cfg
     provider_cfg = cfg.captioner.anthropic
     return LLMCaptioner("anthropic", MessagesBackend(provider_cfg, api_key(provider_cfg, "anthropic")),
                         provider_cfg, cfg)

@@ -27,7 +27,8 @@ from aiposter.captioners.llm import (
     timed_out,
     unreachable,
 )
-from aiposter.config import Config, LLMProviderConfig
+from aiposter.config import LLMProviderConfig
+from aiposter.core.registry import AdapterDeps
 
 # Pinned rather than the SDK's default ("v1" in google-genai 3.x): v1beta is where Gemini's JSON-schema
 # structured output is documented, and a pin keeps an SDK upgrade from changing the endpoint.
@@ -108,7 +109,8 @@ def _retry_delay(details: Any) -> float | None:
     return None
 
 
-def build(cfg: Config) -> LLMCaptioner:
+def build(deps: AdapterDeps) -> LLMCaptioner:
+    cfg = deps.cfg
     provider_cfg = cfg.captioner.gemini
     return LLMCaptioner("gemini", GenerateContentBackend(provider_cfg, api_key(provider_cfg, "gemini")),
                         provider_cfg, cfg)

@@ -23,11 +23,11 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from aiposter.captioners import fitting
-from aiposter.captioners.base import CaptionRequest, CaptionResult
 from aiposter.captioners.imaging import LLMImage, downscale
 from aiposter.captioners.template import normalize_hashtags, render
 from aiposter.config import Config, LLMProviderConfig
 from aiposter.core.errors import CaptionError, ImageError
+from aiposter.core.ports import CaptionRequest, CaptionResult
 
 MAX_HASHTAGS = 30
 ATTEMPTS = 2  # "empty or malformed output is retried once, then failed"

@@ -22,7 +22,8 @@ from aiposter.captioners.llm import (
     timed_out,
     unreachable,
 )
-from aiposter.config import Config, LLMProviderConfig
+from aiposter.config import LLMProviderConfig
+from aiposter.core.registry import AdapterDeps
 
 
 class ChatBackend:
@@ -78,7 +79,8 @@ class ChatBackend:
         return Reply(choice.message.content or "", **reply_usage)
 
 
-def build(cfg: Config) -> LLMCaptioner:
+def build(deps: AdapterDeps) -> LLMCaptioner:
+    cfg = deps.cfg
     provider_cfg = cfg.captioner.openai
     backend = ChatBackend("openai", provider_cfg, api_key(provider_cfg, "openai"),
                           max_tokens_param="max_completion_tokens")

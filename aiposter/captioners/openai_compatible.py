@@ -9,14 +9,15 @@ from __future__ import annotations
 
 from aiposter.captioners.llm import LLMCaptioner
 from aiposter.captioners.openai import ChatBackend
-from aiposter.config import Config
 from aiposter.core.errors import CaptionError
+from aiposter.core.registry import AdapterDeps
 
 # The SDK insists on a key; local servers ignore it (Ollama documents exactly this placeholder).
 PLACEHOLDER_KEY = "ollama"
 
 
-def build(cfg: Config) -> LLMCaptioner:
+def build(deps: AdapterDeps) -> LLMCaptioner:
+    cfg = deps.cfg
     provider_cfg = cfg.captioner.openai_compatible
     if not provider_cfg.base_url:
         # Without it the SDK would quietly send the images to api.openai.com.

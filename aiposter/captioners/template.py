@@ -12,10 +12,10 @@ from pathlib import PurePath
 from jinja2 import StrictUndefined, TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from aiposter.captioners.base import CaptionRequest, CaptionResult
 from aiposter.captioners.fitting import fit_alt_text, fit_caption
 from aiposter.config import Config
 from aiposter.core.errors import CaptionError
+from aiposter.core.ports import CaptionRequest, CaptionResult
 
 _env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
 
@@ -70,3 +70,7 @@ class TemplateCaptioner:
             alt_text=fit_alt_text(f"Photo: {variables['file_stem'].replace('_', ' ')}"),
             usage={"provider": "template"},
         )
+
+
+def build(deps) -> TemplateCaptioner:
+    return TemplateCaptioner(deps.cfg)

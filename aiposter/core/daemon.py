@@ -20,7 +20,6 @@ import queue
 import socket
 import threading
 import uuid
-from pathlib import Path
 
 import sqlalchemy as sa
 from apscheduler.executors.pool import ThreadPoolExecutor
@@ -178,25 +177,15 @@ def flag_tokens(ctx: Context) -> None:
 
 
 def sweep_media(ctx: Context) -> int:
-    """Delete media files whose post is finished or gone (left behind by a crash after the commit)."""
-    media = Path(ctx.cfg.media_dir)
-    if not media.is_dir():
-        return 0
-    ids: dict[int, list[Path]] = {}
-    for p in media.iterdir():
-        # "<id>.jpg", "<id>.download", and ".<id>.jpg.<pid>.tmp" left by a write cut off by a crash.
-        stem = p.name.lstrip(".").split(".", 1)[0]
-        if stem.isdigit():
-            ids.setdefault(int(stem), []).append(p)
-    if not ids:
-        return 0
-    with session_scope(ctx.engine) as s:
-        active = set(s.execute(sa.select(Post.id).where(Post.id.in_(list(ids)),
-                                                        Post.status.in_(states.POST_ACTIVE))).scalars())
-    removed = 0
-    for pid, paths in ids.items():
-        if pid not in active:
-            for p in paths:
-                p.unlink(missing_ok=True)
-                removed += 1
-    return removed
+    """Delete media whose post is finished or gone (left behind by a crash after the commit). The store is
+    shared by replicas: only what the database says is no longer in flight goes."""
+
+    def active(ids: list[int]) -> set[int]:
+        keep: set[int] = set()
+        with session_scope(ctx.engine) as s:
+            for i in range(0, len(ids), 500):
+                keep.update(s.execute(sa.select(Post.id).where(Post.id.in_(ids[i:i + 500]),
+                                                               Post.status.in_(states.POST_ACTIVE))).scalars())
+        return keep
+
+    return ctx.media.sweep(active)

@@ -168,7 +168,7 @@ class Post(SQLModel, table=True):
     lease_owner: str | None = None
     lease_expires_at: datetime | None = None
     last_error: str | None = _text()
-    media_path: str | None = None
+    media_key: str | None = None  # the prepared image in the media store (aiposter.core.media), in flight only
     media_bytes: int | None = None
     width: int | None = None
     height: int | None = None
@@ -196,7 +196,15 @@ class PostTarget(SQLModel, table=True):
     last_error: str | None = _text()
     platform_post_id: str | None = None
     platform_url: str | None = _text()
-    container_id: str | None = None
+    container_id: str | None = None  # the platform's container of the current attempt (from the handle)
+    # Multi-step publishing (aiposter.core.ports.Publisher): the publisher's last committed handle, when
+    # the step now running began (set before the call, cleared with its outcome: set at start-up means
+    # "interrupted: recover first"), when this attempt's first step began, and since when the platform
+    # has kept it pending (bounded by retry.publish_max_wait_seconds).
+    handle: dict | None = Field(default=None, sa_column=sa.Column(sa.JSON, nullable=True))
+    step_started_at: datetime | None = None
+    attempt_started_at: datetime | None = None
+    pending_since: datetime | None = None
     published_at: datetime | None = None
     updated_at: datetime = Field(default_factory=utcnow)
 

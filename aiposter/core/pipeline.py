@@ -5,29 +5,40 @@ A post moves ``detected -> downloaded -> captioned -> publishing -> published | 
 the next step's side effect, so a crash anywhere resumes from the last committed state:
 
 * download and caption are safe to repeat (they only write our own media file / call the captioner);
-* publish is not, so a target is committed as ``publishing`` *before* the platform call, and an
-  interrupted target is reconciled with ``Publisher.recover`` before anything is sent again.
+* publish is not, so a target is committed as in flight (``step_started_at``) *before* every platform
+  call, and an interrupted target is reconciled with ``Publisher.recover`` before anything is sent again.
 
-Every transition also appends a :class:`PostEvent`, so the reason for any state is visible.
+Publishing may take several steps (create a container, wait for it, publish it): a publisher answers one
+step at a time, ``Published`` or ``Pending`` with a durable handle. A pending target is committed with
+its handle and a time to look again, and the worker moves on; the handle survives a crash, so the flow
+resumes where it was instead of starting over. Every step is bounded: failures (including bugs in an
+adapter) count as attempts, and a platform that keeps a target pending past
+``retry.publish_max_wait_seconds`` fails it with its last status.
+
+Prepared images live in the media store (:mod:`aiposter.core.media`), shared by every replica, under the
+post's ``media_key``. Every transition also appends a :class:`PostEvent`, so the reason for any state is
+visible.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
+from functools import partial
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from aiposter import captioners, images, metrics, publishers, sources
-from aiposter.captioners.base import CaptionRequest
+from aiposter import images, metrics
 from aiposter.config import Config
-from aiposter.core import states
+from aiposter.core import registry, states
 from aiposter.core.errors import CaptionError, PublishError, StepError
+from aiposter.core.media import MediaStore, MediaUrls, post_key, store_for, urls_for
 from aiposter.core.models import (
     Post,
     PostEvent,
@@ -38,12 +49,11 @@ from aiposter.core.models import (
     WatchTarget,
     utcnow,
 )
+from aiposter.core.ports import CaptionRequest, Listing, Pending, Published, PublishRequest, RemoteFile, WatchRef
 from aiposter.core.retry import Backoff, GiveUp
 from aiposter.crypto import Keyring
 from aiposter.db import session_scope
 from aiposter.logs import fields
-from aiposter.publishers.base import PublishRequest
-from aiposter.sources.base import Listing, RemoteFile, WatchRef
 
 log = logging.getLogger("aiposter.pipeline")
 
@@ -65,40 +75,54 @@ class Breaker:
 
 @dataclass
 class Context:
-    """Everything a pipeline step needs; adapters are built once per process and reused."""
+    """Everything a pipeline step needs. Adapters are built from the registry once per worker thread
+    (httplib2, under google-api-python-client, is not thread-safe) and see only :attr:`deps`."""
 
     cfg: Config
     engine: Engine
     owner: str = "local"
-    keyring: Keyring | None = None  # decrypts connection credentials for sources and publishers
-    _cache: dict = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    keyring: Keyring | None = None  # decrypts connection credentials; signs media URLs
+    credentials: Any = None  # a CredentialStore (aiposter.core.credentials) once it lands
+    media: MediaStore | None = None  # default: the install's store ([media])
     breakers: dict[str, Breaker] = field(default_factory=dict)
+    media_urls: MediaUrls | None = field(default=None, init=False)
+    deps: registry.AdapterDeps = field(init=False)
+    _local: threading.local = field(default_factory=threading.local, init=False, repr=False)
+    _generation: int = field(default=0, init=False)
 
-    def _get(self, kind: str, name: str, factory):
-        with self._lock:
-            key = (kind, name)
-            if key not in self._cache:
-                self._cache[key] = factory()
-            return self._cache[key]
+    def __post_init__(self) -> None:
+        if self.media is None:
+            self.media = store_for(self.cfg)
+        self.media_urls = urls_for(self.cfg, self.keyring)
+        self.deps = registry.AdapterDeps(self.cfg, self.credentials, self.media, self.media_urls)
+
+    def _get(self, kind: str, name: str):
+        generation = (registry.generation(), self._generation)
+        if getattr(self._local, "generation", None) != generation:
+            self._local.adapters, self._local.generation = {}, generation
+        cache = self._local.adapters
+        if (kind, name) not in cache:
+            cache[(kind, name)] = registry.build(kind, name, self.deps)
+        return cache[(kind, name)]
+
+    def reset_adapters(self) -> None:
+        """Build adapters afresh in every thread (after a config change)."""
+        self._generation += 1
 
     def source(self, name: str):
-        return self._get("source", name, lambda: sources.build(name, self.cfg, context=self))
+        return self._get(registry.SOURCE, name)
 
     def captioner(self, name: str):
-        return self._get("captioner", name, lambda: captioners.build(name, self.cfg))
+        return self._get(registry.CAPTIONER, name)
 
     def publisher(self, platform: str):
-        return self._get("publisher", platform, lambda: publishers.build(platform, self.cfg, context=self))
+        return self._get(registry.DESTINATION, platform)
 
     def backoff(self, step: str) -> Backoff:
         r = self.cfg.retry
         attempts = {"download": r.download_attempts, "caption": r.caption_attempts,
                     "publish": r.publish_attempts}[step]
         return Backoff(r.base_delay_seconds, r.max_delay_seconds, attempts)
-
-    def media_path(self, post_id: int) -> Path:
-        return self.cfg.media_dir / f"{post_id}.jpg"
 
 
 def add_event(session: Session, post_id: int, state: str, message: str = "",
@@ -293,24 +317,30 @@ def _download(ctx: Context, post_id: int) -> bool:
     with session_scope(ctx.engine) as s:
         post, w, _ = _load(s, post_id)
         ref, source_ref, source_name = _watch_ref(w), post.source_ref, w.source
-    raw = ctx.cfg.media_dir / f"{post_id}.download"
-    dest = ctx.media_path(post_id)
+    media = ctx.media
+    raw, work, key = media.work_path(post_id, "download"), media.work_path(post_id, "prepared"), post_key(post_id)
     try:
         ctx.source(source_name).fetch(ref, source_ref, raw, ctx.cfg.images.max_file_bytes)
         im = ctx.cfg.images
-        prepared = images.prepare(raw, dest, max_pixels=im.max_pixels, max_edge=im.max_edge,
+        prepared = images.prepare(raw, work, max_pixels=im.max_pixels, max_edge=im.max_edge,
                                   quality=im.jpeg_quality, max_bytes=im.max_file_bytes)
+        media.put(key, work)
     except StepError as exc:
         metrics.count_error("download", source_name, exc)
         _step_failed(ctx, post_id, states.DETECTED, exc)
         return False
     finally:
         raw.unlink(missing_ok=True)
+        work.unlink(missing_ok=True)
     with session_scope(ctx.engine) as s:
         post = s.get(Post, post_id)
-        # A retried post keeps the captions it already had: no second LLM call.
-        post.status = states.CAPTIONED if post.captions else states.DOWNLOADED
-        post.media_path = str(dest)
+        # A retried post keeps the captions it already had: no second LLM call. A post whose image went
+        # missing mid-publish goes back to publishing (its targets keep their state).
+        started = s.execute(sa.select(sa.func.count()).select_from(PostTarget).where(
+            PostTarget.post_id == post_id, PostTarget.status != states.T_PENDING)).scalar()
+        post.status = (states.PUBLISHING if post.captions and started else
+                       states.CAPTIONED if post.captions else states.DOWNLOADED)
+        post.media_key = key
         post.media_bytes = prepared.bytes
         post.width, post.height = prepared.width, prepared.height
         post.capture_time = prepared.capture_time
@@ -319,6 +349,18 @@ def _download(ctx: Context, post_id: int) -> bool:
                   f"{prepared.source_format} image prepared as {prepared.width}x{prepared.height} JPEG, "
                   "metadata removed")
     log.info("post.downloaded", extra=fields(post_id=post_id, bytes=prepared.bytes))
+    return True
+
+
+def _media_missing(ctx: Context, post_id: int, key: str | None) -> bool:
+    """The prepared image is gone (e.g. the media directory was wiped): download it again, not fail."""
+    if key is not None and ctx.media.exists(key):
+        return False
+    with session_scope(ctx.engine) as s:
+        post = s.get(Post, post_id)
+        post.status = states.DETECTED
+        post.media_key = None
+        add_event(s, post_id, states.DETECTED, "prepared image missing; downloading again")
     return True
 
 
@@ -334,8 +376,10 @@ def _caption(ctx: Context, post_id: int) -> bool:
         post, w, user = _load(s, post_id)
         name = w.captioner or ctx.cfg.captioner.default
         platforms = [t.platform for t in s.exec(select(PostTarget).where(PostTarget.post_id == post_id))]
+        key = post.media_key
         req = CaptionRequest(
-            image_path=Path(post.media_path), file_name=post.file_name, folder_name=post.folder_name,
+            image_path=ctx.media.local_path(key) if key else None, file_name=post.file_name,
+            folder_name=post.folder_name,
             platforms=platforms, description=post.description, capture_date=post.capture_time,
             prompt_template=w.prompt_template, brand_voice=user.brand_voice,
             default_hashtags=list(user.default_hashtags or []),
@@ -347,12 +391,7 @@ def _caption(ctx: Context, post_id: int) -> bool:
                f"waiting: captioner {name} is unavailable ({breaker.last_error}); paused until "
                f"{breaker.until:%H:%M:%S} UTC")
         return False
-    if not Path(req.image_path).exists():
-        # The prepared image is gone (e.g. media dir wiped): download again rather than fail.
-        with session_scope(ctx.engine) as s:
-            post = s.get(Post, post_id)
-            post.status = states.DETECTED
-            add_event(s, post_id, states.DETECTED, "prepared image missing; downloading again")
+    if _media_missing(ctx, post_id, key):
         return True
     try:
         result = metrics.timed(metrics.LLM_LATENCY.labels(captioner=name), ctx.captioner(name).caption, req)
@@ -406,12 +445,6 @@ def _step_failed(ctx: Context, post_id: int, status: str, exc: StepError) -> Non
     step = {states.DETECTED: "download", states.DOWNLOADED: "caption"}.get(status, "publish")
     with session_scope(ctx.engine) as s:
         post = s.get(Post, post_id)
-        if step == "publish":
-            # Publishing failures are per target; an unexpected error here retries the round.
-            post.last_error = str(exc)
-            post.next_attempt_at = utcnow() + timedelta(seconds=ctx.cfg.retry.base_delay_seconds)
-            add_event(s, post_id, post.status, f"publish round failed: {exc}")
-            return
         post.step_attempts += 1
         decision = ctx.backoff(step).decide(post.step_attempts, exc, utcnow())
         if isinstance(decision, GiveUp):
@@ -419,7 +452,9 @@ def _step_failed(ctx: Context, post_id: int, status: str, exc: StepError) -> Non
             log.warning("post.failed", extra=fields(post_id=post_id, step=step, error=decision.reason))
         else:
             post.next_attempt_at = decision.at
-            post.last_error = f"{step}: {decision.reason}"
+            # Publishing failures are per target; this is a round that broke as a whole (a bug).
+            post.last_error = f"{step}: {decision.reason}" if step != "publish" else \
+                f"publish round failed: {decision.reason}"
             post.updated_at = utcnow()
             add_event(s, post_id, post.status, post.last_error)
             log.info("post.retry", extra=fields(post_id=post_id, step=step, delay=round(decision.delay, 1),
@@ -428,8 +463,11 @@ def _step_failed(ctx: Context, post_id: int, status: str, exc: StepError) -> Non
 
 def _fail_post(s: Session, ctx: Context, post: Post, reason: str) -> None:
     for t in s.exec(select(PostTarget).where(PostTarget.post_id == post.id)):
-        if t.status in (states.T_PENDING,):
+        if t.status == states.T_PENDING:
             t.status, t.last_error, t.updated_at = states.T_FAILED, f"not attempted: {reason}", utcnow()
+        elif t.status == states.T_PUBLISHING:
+            t.status, t.updated_at = states.T_FAILED, utcnow()
+            t.last_error = f"interrupted ({reason}); check the account before retrying this target"
     post.status = states.FAILED
     post.last_error = reason
     _finish(s, ctx, post, states.FAILED, reason)
@@ -439,12 +477,12 @@ def _finish(s: Session, ctx: Context, post: Post, status: str, message: str) -> 
     post.status = status
     post.finished_at = post.updated_at = utcnow()
     post.next_attempt_at = utcnow()
-    post.media_path = None
+    post.media_key = None
     add_event(s, post.id, status, message)
-    # Image bytes live only while a post is in flight. If we crash between this commit and the unlink,
+    # Image bytes live only while a post is in flight. If we crash between this commit and the delete,
     # the housekeeping sweep deletes the file instead.
     s.commit()
-    images.remove_media(ctx.cfg.media_dir, post.id)
+    ctx.media.delete_post(post.id)
 
 
 # --------------------------------------------------------------------------- publishing
@@ -454,6 +492,7 @@ def _publish(ctx: Context, post_id: int) -> bool:
     now = utcnow()
     with session_scope(ctx.engine) as s:
         post, w, _ = _load(s, post_id)
+        key = post.media_key
         if post.status == states.CAPTIONED:
             if w.maximum_age_hours > 0 and post.source_time and \
                     now - post.source_time > timedelta(hours=w.maximum_age_hours):
@@ -484,98 +523,211 @@ def _publish(ctx: Context, post_id: int) -> bool:
             select(PostTarget).where(PostTarget.post_id == post_id,
                                      PostTarget.status.in_((states.T_PENDING, states.T_PUBLISHING)),
                                      PostTarget.next_attempt_at <= now).order_by(PostTarget.id))]
+    if targets and _media_missing(ctx, post_id, key):
+        return True
     for target_id in targets:
         _publish_target(ctx, post_id, target_id)
     return _settle(ctx, post_id)
 
 
-def _request(post: Post, t: PostTarget, media: Path) -> PublishRequest:
+def _request(ctx: Context, post: Post, t: PostTarget) -> PublishRequest:
     caption = post.captions.get(t.platform) or next(iter(post.captions.values()), "")
-    return PublishRequest(post_id=post.id, target_id=t.id, platform=t.platform, media_path=media,
-                          caption=caption, alt_text=post.alt_text, file_name=post.file_name,
-                          connection_id=t.connection_id, container_id=t.container_id)
+    return PublishRequest(
+        post_id=post.id, target_id=t.id, platform=t.platform, media_path=ctx.media.local_path(post.media_key),
+        media_url=ctx.media_urls.url(post.id, utcnow()) if ctx.media_urls else None,
+        caption=caption, alt_text=post.alt_text, file_name=post.file_name, connection_id=t.connection_id,
+        handle=dict(t.handle) if t.handle is not None else None, attempt_started_at=t.attempt_started_at,
+        checkpoint=partial(_checkpoint, ctx, t.id))
+
+
+def _checkpoint(ctx: Context, target_id: int, handle: dict) -> None:
+    """Commit a publisher's handle now, in its own transaction, before its next irreversible call."""
+    handle = json.loads(json.dumps(handle))  # JSON or nothing: it must survive the database
+    with session_scope(ctx.engine) as s:
+        t = s.get(PostTarget, target_id)
+        t.handle = handle
+        container = handle.get("container_id")
+        if container and str(container) != t.container_id:
+            t.container_id = str(container)
+            add_event(s, t.post_id, states.T_PUBLISHING, f"{t.platform}: container {container} created",
+                      target_id)
+        t.updated_at = utcnow()
 
 
 def _publish_target(ctx: Context, post_id: int, target_id: int) -> None:
     with session_scope(ctx.engine) as s:
         post = s.get(Post, post_id)
         t = s.get(PostTarget, target_id)
-        req = _request(post, t, ctx.media_path(post_id))
-        interrupted = t.status == states.T_PUBLISHING
         platform = t.platform
-        missing_connection = platform in publishers.NEEDS_CONNECTION and t.connection_id is None
-    if missing_connection:
+        req = _request(ctx, post, t)
+        interrupted = t.status == states.T_PUBLISHING and t.step_started_at is not None
+        fresh = t.handle is None
+        attempts = t.attempts
+    try:
+        dest = registry.destination(platform)
+    except registry.UnknownAdapter as exc:
+        _target_failed(ctx, target_id, PublishError(str(exc), permanent=True, code="config"))
+        return
+    if dest.provider is not None and req.connection_id is None:
         _target_failed(ctx, target_id, PublishError(
             f"the {platform} account was disconnected; reconnect it and retry", permanent=True,
             code="no_connection"))
         return
     try:
         publisher = ctx.publisher(platform)
-    except (ValueError, ImportError) as exc:
-        _target_failed(ctx, target_id, PublishError(f"publisher unavailable: {exc}", permanent=True))
+    except Exception as exc:  # noqa: BLE001 - unavailable, misconfigured or broken: this target fails
+        reason = str(exc) if isinstance(exc, StepError) else f"internal error: {exc!r}"
+        _target_failed(ctx, target_id, PublishError(f"publisher unavailable: {reason}", permanent=True,
+                                                    code="config"))
         return
 
     if interrupted:
-        # The last attempt may have reached the platform: ask before sending anything again.
+        # The last step may have reached the platform: ask before sending anything again.
         try:
-            existing = publisher.recover(req)
+            outcome = publisher.recover(req)
         except PublishError as exc:
-            _target_failed(ctx, target_id, PublishError(
-                f"an earlier attempt was interrupted and its outcome cannot be confirmed ({exc}); not "
-                "re-sent to avoid a duplicate: check the account, then retry this target",
-                permanent=True, code="outcome_unknown"))
+            if exc.ambiguous or exc.permanent:
+                _target_failed(ctx, target_id, PublishError(
+                    f"an earlier attempt was interrupted and its outcome cannot be confirmed ({exc}); not "
+                    "re-sent to avoid a duplicate: check the account, then retry this target",
+                    permanent=True, code="outcome_unknown"))
+                return
+            _target_failed(ctx, target_id, exc, count=True, in_flight=True)  # ask again later
             return
-        if existing is not None:
-            _target_published(ctx, target_id, existing, "confirmed after an interrupted attempt")
+        except Exception as exc:  # noqa: BLE001 - a bug in the adapter: bounded like any failure
+            log.exception("target.recover_crashed", extra=fields(post_id=post_id, target_id=target_id))
+            _target_failed(ctx, target_id, _internal(exc), count=True, in_flight=True)
             return
+        if isinstance(outcome, Published):
+            _target_published(ctx, target_id, outcome, "confirmed after an interrupted attempt")
+            return
+        if isinstance(outcome, Pending):
+            _target_pending(ctx, target_id, outcome, "found in progress after an interrupted attempt")
+            return
+        if outcome is not None:
+            _target_failed(ctx, target_id, _internal(TypeError(f"recover returned {outcome!r}")), count=True,
+                           in_flight=True)
+            return
+        req.handle, fresh = None, True  # surely nothing out there: a new attempt cannot duplicate
 
+    # Committed before the call: if we die during it, the next round recovers first.
+    now = utcnow()
     with session_scope(ctx.engine) as s:
         t = s.get(PostTarget, target_id)
+        if fresh and attempts >= ctx.cfg.retry.publish_attempts:
+            # Only reachable after outcomes that were unknown, then confirmed as not published.
+            t.status, t.step_started_at = states.T_FAILED, None
+            t.last_error = f"{platform}: gave up after {attempts} attempts: {t.last_error or 'no outcome'}"
+            t.updated_at = now
+            add_event(s, post_id, t.status, t.last_error, target_id)
+            return
         t.status = states.T_PUBLISHING
-        t.attempts += 1
-        t.updated_at = utcnow()
-        add_event(s, post_id, states.T_PUBLISHING, f"{platform}: attempt {t.attempts}", target_id)
+        t.step_started_at = now
+        if fresh:
+            t.attempts += 1
+            t.handle, t.container_id, t.pending_since, t.attempt_started_at = None, None, None, now
+            add_event(s, post_id, states.T_PUBLISHING, f"{platform}: attempt {t.attempts}", target_id)
+        t.updated_at = now
+        req.attempt_started_at = t.attempt_started_at
     try:
-        result = metrics.timed(metrics.PLATFORM_LATENCY.labels(platform=platform), publisher.publish, req)
+        outcome = metrics.timed(metrics.PLATFORM_LATENCY.labels(platform=platform), publisher.publish, req)
     except PublishError as exc:
         if exc.ambiguous:
-            # Leave it `publishing`: the next round reconciles through recover() first.
+            # Left in flight: the next round reconciles through recover() first.
             with session_scope(ctx.engine) as s:
                 t = s.get(PostTarget, target_id)
                 t.last_error = f"outcome unknown, will check before retrying: {exc}"
                 t.next_attempt_at = utcnow() + timedelta(seconds=ctx.cfg.retry.base_delay_seconds)
                 add_event(s, post_id, states.T_PUBLISHING, t.last_error, target_id)
             return
-        _target_failed(ctx, target_id, exc)
+        _target_failed(ctx, target_id, exc, count=not fresh)
         return
-    _target_published(ctx, target_id, result, f"published on {platform}")
+    except Exception as exc:  # noqa: BLE001 - a bug in the adapter: it counts as an attempt, and since we
+        # cannot tell how far it got, the target stays in flight so that the next round recovers first.
+        log.exception("target.step_crashed", extra=fields(post_id=post_id, target_id=target_id))
+        _target_failed(ctx, target_id, _internal(exc), count=not fresh, in_flight=True)
+        return
+    if isinstance(outcome, Published):
+        _target_published(ctx, target_id, outcome, f"published on {platform}")
+    elif isinstance(outcome, Pending):
+        _target_pending(ctx, target_id, outcome)
+    else:
+        _target_failed(ctx, target_id, _internal(TypeError(f"publish returned {outcome!r}")),
+                       count=not fresh, in_flight=True)
 
 
-def _target_published(ctx: Context, target_id: int, result, message: str) -> None:
+def _internal(exc: Exception) -> PublishError:
+    return PublishError(f"internal error: {exc!r}", code="internal")
+
+
+def _target_published(ctx: Context, target_id: int, result: Published, message: str) -> None:
     with session_scope(ctx.engine) as s:
         t = s.get(PostTarget, target_id)
         t.status = states.T_PUBLISHED
         t.platform_post_id = result.platform_post_id
         t.platform_url = result.url
         t.published_at = t.updated_at = utcnow()
+        t.step_started_at = t.pending_since = None
         t.last_error = None
         add_event(s, t.post_id, states.T_PUBLISHED, f"{message}: {result.platform_post_id}", target_id)
     log.info("target.published", extra=fields(post_id=t.post_id, target_id=target_id, platform=t.platform,
                                               platform_post_id=result.platform_post_id))
 
 
-def _target_failed(ctx: Context, target_id: int, exc: StepError) -> None:
+def _target_pending(ctx: Context, target_id: int, pending: Pending, message: str = "") -> None:
+    """The platform is still working (a container processing): keep the handle, free the worker, look
+    again later; fail with the platform's last status once the wait exceeds its bound."""
+    now = utcnow()
+    handle = json.loads(json.dumps(pending.handle))
+    with session_scope(ctx.engine) as s:
+        t = s.get(PostTarget, target_id)
+        t.handle = handle
+        if handle.get("container_id"):
+            t.container_id = str(handle["container_id"])
+        t.status, t.step_started_at = states.T_PUBLISHING, None
+        t.pending_since = t.pending_since or now
+        t.updated_at = now
+        waited = (now - t.pending_since).total_seconds()
+        bound = ctx.cfg.retry.publish_max_wait_seconds
+        if waited > bound:
+            t.status = states.T_FAILED
+            t.last_error = (f"{t.platform}: still not done after waiting {waited:.0f}s (retry."
+                            f"publish_max_wait_seconds = {bound:g}); last status: {pending.reason}")
+            add_event(s, t.post_id, t.status, t.last_error, target_id)
+            log.warning("target.failed", extra=fields(post_id=t.post_id, target_id=target_id,
+                                                      platform=t.platform, error=t.last_error))
+            return
+        wait = max(0.0, min(float(pending.wait_seconds), bound - waited))
+        t.next_attempt_at = now + timedelta(seconds=wait)
+        reason = f"waiting: {t.platform}: {pending.reason}"
+        if message or not (t.last_error or "").startswith(reason):
+            add_event(s, t.post_id, states.T_PUBLISHING, f"{reason}{f' ({message})' if message else ''}",
+                      target_id)
+        t.last_error = f"{reason}; checking again at {t.next_attempt_at:%H:%M:%S} UTC"
+
+
+def _target_failed(ctx: Context, target_id: int, exc: StepError, *, count: bool = False,
+                   in_flight: bool = False) -> None:
+    """A step failed. ``count``: it counts as an attempt of its own (a fresh attempt was counted when it
+    began). ``in_flight``: we cannot tell how far it got, so the next round recovers before anything else."""
     with session_scope(ctx.engine) as s:
         t = s.get(PostTarget, target_id)
         metrics.count_error("publish", t.platform, exc)
+        if count:
+            t.attempts += 1
         decision = ctx.backoff("publish").decide(max(t.attempts, 1), exc, utcnow())
         if isinstance(decision, GiveUp):
             t.status = states.T_FAILED
+            t.step_started_at = None
             t.last_error = f"{t.platform}: {decision.reason}"
             log.warning("target.failed", extra=fields(post_id=t.post_id, target_id=target_id,
                                                       platform=t.platform, error=decision.reason))
         else:
-            t.status = states.T_PENDING
+            if in_flight:
+                t.status = states.T_PUBLISHING  # step_started_at stays: recover first
+            else:
+                # Back to pending; a handle (a container made by an earlier step) is kept and continued.
+                t.status, t.step_started_at = states.T_PENDING, None
             t.next_attempt_at = decision.at
             t.last_error = f"{t.platform}: {decision.reason}"
         t.updated_at = utcnow()

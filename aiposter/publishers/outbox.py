@@ -2,7 +2,8 @@
 
 Each post becomes ``post-<post>-<target>.jpg`` and ``post-<post>-<target>.json`` in the outbox
 directory. The JPEG is written first and the JSON last, both atomically (write, fsync, rename), so the
-JSON's presence means the post is complete; :meth:`recover` answers from exactly that.
+JSON's presence means the post is complete; :meth:`recover` answers from exactly that. One step:
+``publish`` always answers :class:`Published`.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from pathlib import Path
 
 from aiposter.config import Config
 from aiposter.core.errors import PublishError
+from aiposter.core.ports import Published, PublishRequest
 from aiposter.images import write_atomic
-from aiposter.publishers.base import PublishRequest, PublishResult
 
 
 class OutboxPublisher:
@@ -27,7 +28,7 @@ class OutboxPublisher:
     def _stem(self, req: PublishRequest) -> str:
         return f"post-{req.post_id}-{req.target_id}"
 
-    def publish(self, req: PublishRequest) -> PublishResult:
+    def publish(self, req: PublishRequest) -> Published:
         stem = self._stem(req)
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
@@ -52,10 +53,14 @@ class OutboxPublisher:
         except OSError as exc:
             raise PublishError(f"cannot write to outbox {self.directory}: {exc.strerror}",
                                code="io") from None
-        return PublishResult(platform_post_id=stem, url=(self.directory / f"{stem}.json").resolve().as_uri())
+        return Published(platform_post_id=stem, url=(self.directory / f"{stem}.json").resolve().as_uri())
 
-    def recover(self, req: PublishRequest) -> PublishResult | None:
+    def recover(self, req: PublishRequest) -> Published | None:
         record = self.directory / f"{self._stem(req)}.json"
         if record.exists():
-            return PublishResult(platform_post_id=self._stem(req), url=record.resolve().as_uri())
+            return Published(platform_post_id=self._stem(req), url=record.resolve().as_uri())
         return None
+
+
+def build(deps) -> OutboxPublisher:
+    return OutboxPublisher(deps.cfg)

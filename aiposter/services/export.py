@@ -40,7 +40,7 @@ def export_user(s: Session, user: User) -> dict:
         "watches": [{**_row(w, exclude=("lease_owner", "lease_expires_at")),
                      "targets": [_row(t) for t in targets.get(w.id, [])],
                      "files": [_row(f) for f in files.get(w.id, [])]} for w in watches],
-        "posts": [{**_row(p, exclude=("lease_owner", "lease_expires_at", "media_path")),
+        "posts": [{**_row(p, exclude=("lease_owner", "lease_expires_at", "media_key")),
                    "targets": [_row(t) for t in post_targets.get(p.id, [])],
                    "events": [_row(e) for e in events.get(p.id, [])]} for p in posts],
     }

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
 from aiposter.core import states
+from aiposter.core.media import MediaStore
 from aiposter.core.models import Post, PostEvent, PostTarget, User, Watch, utcnow
 from aiposter.core.pipeline import add_event
-from aiposter.images import remove_media
 from aiposter.services import Conflict, Invalid, NotFound, get_owned
 
 
@@ -52,8 +50,11 @@ def retry_target(s: Session, post: Post, target_id: int) -> PostTarget:
         raise Invalid(f"target {target_id} is {t.status}; only failed or skipped targets can be retried",
                       field="target_id")
     t.status, t.attempts, t.next_attempt_at, t.updated_at = states.T_PENDING, 0, utcnow(), utcnow()
-    # The image was deleted when the post finished; fetch it again. Captions are kept.
-    post.status = states.DETECTED if not (post.media_path and Path(post.media_path).exists()) else (
+    # A new attempt: nothing of the failed one (its container, its wait) carries over.
+    t.handle, t.container_id, t.step_started_at, t.attempt_started_at, t.pending_since = None, None, None, None, None
+    # The image was deleted when the post finished; fetch it again (the pipeline also does, should a
+    # stored image have gone missing). Captions are kept.
+    post.status = states.DETECTED if post.media_key is None else (
         states.CAPTIONED if post.captions else states.DOWNLOADED)
     post.step_attempts, post.next_attempt_at, post.finished_at = 0, utcnow(), None
     post.last_error = None
@@ -61,12 +62,12 @@ def retry_target(s: Session, post: Post, target_id: int) -> PostTarget:
     return t
 
 
-def delete_post(s: Session, post: Post, media_dir: Path) -> None:
+def delete_post(s: Session, post: Post, media: MediaStore) -> None:
     if post.status in states.POST_ACTIVE and post.lease_owner:
         raise Conflict("the post is being processed right now; try again in a moment")
     s.delete(post)
     s.flush()
-    remove_media(media_dir, post.id)
+    media.delete_post(post.id)
 
 
 def counts_by_status(s: Session) -> dict[str, int]:

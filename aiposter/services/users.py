@@ -9,8 +9,8 @@ import sqlalchemy as sa
 from sqlmodel import Session, select
 
 from aiposter.config import Config
+from aiposter.core.media import store_for
 from aiposter.core.models import Post, User, utcnow
-from aiposter.images import remove_media
 from aiposter.passwords import hash_password
 from aiposter.services import Conflict, Invalid, NotFound
 
@@ -68,8 +68,9 @@ def delete_user(s: Session, cfg: Config, user: User) -> dict[str, int]:
     s.delete(user)
     s.flush()
     outbox = Path(cfg.publishers.outbox.directory)
+    media = store_for(cfg)
     for pid in post_ids:
-        remove_media(cfg.media_dir, pid)
+        media.delete_post(pid)
         for p in outbox.glob(f"post-{pid}-*"):
             p.unlink(missing_ok=True)
     return counts

@@ -7,16 +7,13 @@ from pathlib import Path
 
 from sqlmodel import Session, select
 
-from aiposter import captioners, publishers, sources
+from aiposter import captioners
 from aiposter.captioners.template import check_template
 from aiposter.config import Config
+from aiposter.core import registry
+from aiposter.core.media import MediaStore
 from aiposter.core.models import Connection, User, Watch, WatchTarget, utcnow
-from aiposter.images import remove_media
 from aiposter.services import Invalid, get_owned
-
-PLATFORM_PROVIDER = {"facebook": "facebook", "instagram": "instagram", "threads": "threads"}
-# Polling a local folder is cheap; a Drive poll spends the user's API quota.
-MIN_INTERVAL = {"local": 1, "google_drive": 30}
 
 
 @dataclass
@@ -39,15 +36,16 @@ class WatchSpec:
 
 def parse_target(s: Session, user: User, text: str) -> tuple[str, int | None]:
     platform, _, conn = text.strip().partition(":")
-    if platform not in publishers.PLATFORMS:
-        raise Invalid(f"unknown target platform {platform!r} (known: {', '.join(publishers.PLATFORMS)})",
-                      field="targets")
-    if platform not in publishers.NEEDS_CONNECTION:
+    try:
+        dest = registry.destination(platform)
+    except registry.UnknownAdapter as exc:
+        raise Invalid(str(exc), field="targets") from None
+    if dest.provider is None:
         return platform, None
     if not conn.isdigit():
         raise Invalid(f"target {text!r} needs a connection id: {platform}:<connection id>", field="targets")
     c = s.get(Connection, int(conn))
-    if c is None or c.user_id != user.id or c.provider != PLATFORM_PROVIDER[platform]:
+    if c is None or c.user_id != user.id or c.provider != dest.provider:
         raise Invalid(f"no {platform} connection {conn} on this account", field="targets")
     return platform, c.id
 
@@ -55,20 +53,24 @@ def parse_target(s: Session, user: User, text: str) -> tuple[str, int | None]:
 def _validate(s: Session, cfg: Config, user: User, spec: WatchSpec, watch: Watch | None,
               allow_any_folder: bool) -> None:
     source = spec.source or (watch.source if watch else "local")
-    if source not in sources.SOURCES:
-        raise Invalid(f"unknown source {source!r} (known: {', '.join(sources.SOURCES)})", field="source")
+    try:
+        entry = registry.source(source)
+    except registry.UnknownAdapter as exc:
+        raise Invalid(str(exc), field="source") from None
     interval = spec.interval_seconds if spec.interval_seconds is not None else (
         watch.interval_seconds if watch else cfg.watch_defaults.interval_seconds)
-    if interval < MIN_INTERVAL[source]:
-        raise Invalid(f"interval_seconds must be at least {MIN_INTERVAL[source]} for a {source} watch",
+    if interval < entry.min_interval_seconds:
+        raise Invalid(f"interval_seconds must be at least {entry.min_interval_seconds} for a {source} watch",
                       field="interval_seconds")
     if spec.maximum_age_hours is not None and spec.maximum_age_hours < 0:
         raise Invalid("maximum_age_hours must be 0 (no limit) or more", field="maximum_age_hours")
     if spec.min_spacing_seconds is not None and spec.min_spacing_seconds < 0:
         raise Invalid("min_spacing_seconds must be 0 or more", field="min_spacing_seconds")
-    if spec.captioner is not None and spec.captioner not in ("",) + captioners.CAPTIONERS:
-        raise Invalid(f"unknown captioner {spec.captioner!r} (known: {', '.join(captioners.CAPTIONERS)})",
-                      field="captioner")
+    if spec.captioner:
+        try:
+            registry.entry(registry.CAPTIONER, spec.captioner)
+        except registry.UnknownAdapter as exc:
+            raise Invalid(str(exc), field="captioner") from None
     if spec.captioner:
         problem = captioners.check(spec.captioner, cfg)
         if problem:
@@ -80,18 +82,17 @@ def _validate(s: Session, cfg: Config, user: User, spec: WatchSpec, watch: Watch
     if spec.folder is not None:
         if not spec.folder.strip():
             raise Invalid("folder must not be empty", field="folder")
-        if source == "local":
-            folder = Path(spec.folder).expanduser().resolve()
-            if not folder.is_dir():
-                raise Invalid(f"folder {folder} does not exist or is not a directory", field="folder")
-            roots = [Path(r).expanduser().resolve() for r in cfg.sources.local_roots]
-            if not allow_any_folder and not any(folder.is_relative_to(r) for r in roots):
-                raise Invalid("local folders are limited to the operator's sources.local_roots", field="folder")
-    if source == "google_drive":
+        try:
+            spec.folder = registry.validate_folder(source, cfg, spec.folder, allow_any_folder)
+        except ValueError as exc:
+            raise Invalid(str(exc), field="folder") from None
+        except registry.AdapterUnavailable as exc:
+            raise Invalid(str(exc), field="source") from None
+    if entry.provider is not None:
         cid = spec.source_connection_id or (watch.source_connection_id if watch else None)
         c = s.get(Connection, cid) if cid else None
-        if c is None or c.user_id != user.id or c.provider != "google_drive":
-            raise Invalid("a google_drive watch needs one of your google_drive connections",
+        if c is None or c.user_id != user.id or c.provider != entry.provider:
+            raise Invalid(f"a {source} watch needs one of your {entry.provider} connections",
                           field="source_connection_id")
 
 
@@ -100,8 +101,9 @@ def _apply(s: Session, user: User, watch: Watch, spec: WatchSpec) -> None:
         value = getattr(spec, f.name)
         if value is None or f.name == "targets":
             continue
-        if f.name == "folder" and (spec.source or watch.source) == "local":
-            value = str(Path(value).expanduser().resolve())
+        if f.name == "folder" and registry.source(spec.source or watch.source).validate_folder:
+            # A folder its source checked is a path (already normalised by the check): name it now; the
+            # first listing refines the name.
             watch.folder_name = Path(value).name
         if f.name == "captioner" and value == "":
             value = None
@@ -170,11 +172,11 @@ def targets_by_watch(s: Session, watch_ids: list[int]) -> dict[int, list[str]]:
     return out
 
 
-def delete_watch(s: Session, watch: Watch, media_dir: Path) -> None:
+def delete_watch(s: Session, watch: Watch, media: MediaStore) -> None:
     from aiposter.core.models import Post
 
     for pid in s.exec(select(Post.id).where(Post.watch_id == watch.id)):
-        remove_media(media_dir, pid)
+        media.delete_post(pid)
     s.delete(watch)
     s.flush()
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from aiposter.config import Config
 from aiposter.core.errors import ImageError, SourceError
-from aiposter.sources.base import Listing, RemoteFile, WatchRef
+from aiposter.core.ports import Listing, RemoteFile, WatchRef
 
 PARTIAL_SUFFIXES = (".part", ".partial", ".tmp", ".crdownload", ".download", "~", ".swp")
 
@@ -75,3 +75,19 @@ class LocalSource:
                 shutil.copyfileobj(fin, fout, 1024 * 1024)
         except OSError as exc:
             raise SourceError(f"cannot read {ref}: {exc.strerror}", code="unreadable") from None
+
+
+def build(deps) -> LocalSource:
+    return LocalSource(deps.cfg)
+
+
+def validate_folder(cfg: Config, folder: str, allow_any_folder: bool) -> str:
+    """A local watch's folder: an existing directory, under ``sources.local_roots`` unless an admin (the
+    CLI) sets it. Returned resolved, as it is stored."""
+    path = Path(folder).expanduser().resolve()
+    if not path.is_dir():
+        raise ValueError(f"folder {path} does not exist or is not a directory")
+    roots = [Path(r).expanduser().resolve() for r in cfg.sources.local_roots]
+    if not allow_any_folder and not any(path.is_relative_to(r) for r in roots):
+        raise ValueError("local folders are limited to the operator's sources.local_roots")
+    return str(path)

@@ -180,8 +180,8 @@ def test_alt_text_reads_tags_as_words():
 
 def test_the_template_captioner_fits_its_output_too(tmp_path):
     from aiposter.captioners import build
-    from aiposter.captioners.base import CaptionRequest
     from aiposter.config import Config
+    from aiposter.core.ports import CaptionRequest
 
     request = CaptionRequest(tmp_path / "x.jpg", "IMG_1.jpg", "Trips", ["instagram", "threads"],
                              prompt_template="{{ folder }} " + "word " * 200 + "{{ hashtags }}",

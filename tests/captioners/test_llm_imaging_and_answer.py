@@ -9,10 +9,10 @@ import pillow_heif
 import pytest
 from PIL import Image
 
-from aiposter.captioners.base import CaptionRequest
 from aiposter.captioners.imaging import downscale
 from aiposter.captioners.llm import MalformedOutput, build_prompt, parse_answer
 from aiposter.core.errors import CaptionError, ImageError
+from aiposter.core.ports import CaptionRequest
 
 from .conftest import GPS_IFD, noisy_photo
 

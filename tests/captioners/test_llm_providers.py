@@ -19,8 +19,8 @@ import pytest
 from PIL import Image
 
 from aiposter.captioners import build
-from aiposter.captioners.base import CaptionRequest
 from aiposter.core.errors import CaptionError
+from aiposter.core.ports import CaptionRequest
 
 from .conftest import make_config
 from .fakes import (

@@ -44,5 +44,5 @@ def retry_target(post_id: PathId, target_id: PathId, user: CurrentUser, s: DB) -
 
 @router.delete("/{post_id}", response_model=Done, responses=responses(404))
 def delete_post(post_id: PathId, user: CurrentUser, s: DB, app: Application) -> Done:
-    posts.delete_post(s, posts.get_post(s, post_id, user), app.cfg.media_dir)
+    posts.delete_post(s, posts.get_post(s, post_id, user), app.media)
     return Done(detail=f"post {post_id} deleted")

@@ -47,7 +47,7 @@ def update_watch(watch_id: PathId, body: WatchUpdate, user: CurrentUser, s: DB, 
 @router.delete("/{watch_id}", response_model=Done, responses=ONE)
 def delete_watch(watch_id: PathId, user: CurrentUser, s: DB, app: Application) -> Done:
     """Delete the watch with its post records."""
-    watches.delete_watch(s, watches.get_watch(s, watch_id, user), app.cfg.media_dir)
+    watches.delete_watch(s, watches.get_watch(s, watch_id, user), app.media)
     return Done(detail=f"watch {watch_id} deleted")
 
 
