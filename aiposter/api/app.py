@@ -9,8 +9,9 @@ from fastapi import FastAPI
 
 import aiposter
 from aiposter.api import errors
-from aiposter.api.routes import auth, connections, me, ops, posts, users, watches
+from aiposter.api.routes import auth, connections, me, media, ops, posts, users, watches
 from aiposter.app import App
+from aiposter.core.media import urls_for
 from aiposter.db import is_sqlite
 from aiposter.services.auth import LoginLimiter
 
@@ -25,10 +26,11 @@ def create_app(application: App, daemon=None) -> FastAPI:
                               "\"field\"}}`.")
     api.state.application = application
     api.state.daemon = daemon
+    api.state.media_urls = urls_for(application.cfg, application.keyring)  # verifies signed media links
     api.state.db_gate = threading.Lock() if is_sqlite(application.engine) else nullcontext()
     api.state.login_limiter = LoginLimiter(sec.login_max_failures_per_account,
                                            sec.login_max_failures_per_client, sec.login_window_seconds)
     errors.install(api)
-    for module in (ops, auth, me, users, connections, watches, posts):
+    for module in (ops, auth, me, users, connections, watches, posts, media):
         api.include_router(module.router)
     return api
