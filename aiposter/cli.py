@@ -197,6 +197,7 @@ def serve(no_migrate: bool, with_api: bool, with_worker: bool) -> None:
             except RuntimeError as exc:
                 raise fail(str(exc), 1) from None
         if daemon is not None:
+            announce_media(cfg, served_here=server is not None)
             daemon.start()
         stop.wait()
         if server is not None:
@@ -205,6 +206,25 @@ def serve(no_migrate: bool, with_api: bool, with_worker: bool) -> None:
             daemon.stop()
     finally:
         application.close()
+
+
+def announce_media(cfg: config_mod.Config, served_here: bool) -> None:
+    """Say at start how platforms that fetch images by URL (Instagram, Threads) will reach them: the
+    signed links point at api.public_url, and only an API process sharing the media directory serves them."""
+    from aiposter.core.media import public_base_url
+
+    base = public_base_url(cfg) + "/media/"
+    if served_here:
+        log.info("media.serving", extra=logs.fields(url=base, directory=str(cfg.media_dir), by="this process"))
+    else:
+        log.info("media.serving", extra=logs.fields(
+            url=base, directory=str(cfg.media_dir),
+            by="not this process (no API here): run `aiposter api` or `aiposter run` with the same media "
+               "directory and encryption key, reachable at that URL"))
+    if not cfg.api.public_url:
+        log.warning("media.no_public_url", extra=logs.fields(
+            reason=f"api.public_url is not set, so media links point at {base}, which Instagram and Threads "
+                   "cannot fetch unless it is public; set api.public_url to the API's public address"))
 
 
 @app.command()
