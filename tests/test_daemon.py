@@ -10,6 +10,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -44,16 +46,18 @@ def write_config(tmp_path: Path, db_url: str, **extra) -> Path:
 
 
 def start(cfg: Path, *args: str, command: tuple[str, ...] = ("run", "--no-api"),
-          platform: Path | None = None) -> subprocess.Popen:
+          platform: Path | None = None, output: Path | None = None) -> subprocess.Popen:
     """The daemon as a subprocess; with ``platform``, through the runner that plugs the scripted container
-    platform (that directory) in as the outbox."""
+    platform (that directory) in as the outbox. ``output``: a file for its log (a pipe nobody reads while it
+    runs would fill up and block a chatty daemon)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIPOSTER_")}
     prog = [sys.executable, "-m", "aiposter"]
     if platform is not None:
         prog = [sys.executable, str(RUNNER)]
         env["SCRIPTED_PLATFORM_DIR"] = str(platform)
+    out = open(output, "w") if output is not None else subprocess.PIPE  # noqa: SIM115 - the child owns it
     return subprocess.Popen([*prog, "--config", str(cfg), *command, *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+                            stdout=out, stderr=subprocess.STDOUT, text=True, env=env)
 
 
 def drop_photo(inbox: Path, name: str, rng: random.Random, size: tuple[int, int] = (2000, 1500)) -> None:
@@ -307,24 +311,30 @@ def test_api_port_in_use_exits_1_with_one_line_and_claims_nothing(tmp_path):
     assert "daemon.started" not in res.stderr
 
 
-def test_two_replicas_share_the_work_and_post_each_photo_once(tmp_path, db_url):
+@contextmanager
+def fresh_pg_database(db_url: str, name: str) -> Iterator[str]:
+    """A brand-new, empty PostgreSQL database (dropped afterwards, also on failure)."""
     if not db_url.startswith("postgresql"):
         pytest.skip("replicas share a PostgreSQL database (SQLite allows one daemon per file)")
     from conftest import PG_ADMIN_URL
 
-    # A brand-new, empty database: the replicas race to migrate it and to create the quickstart watch.
-    fresh = f"aiposter_replicas_{os.getpid()}"
+    fresh = f"{name}_{os.getpid()}"
     admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as c:
         c.execute(sa.text(f'DROP DATABASE IF EXISTS "{fresh}" WITH (FORCE)'))
         c.execute(sa.text(f'CREATE DATABASE "{fresh}"'))
-    db_url = sa.engine.make_url(PG_ADMIN_URL).set(database=fresh).render_as_string(hide_password=False)
     try:
-        _run_two_replicas(tmp_path, db_url)
+        yield sa.engine.make_url(PG_ADMIN_URL).set(database=fresh).render_as_string(hide_password=False)
     finally:
         with admin.connect() as c:
             c.execute(sa.text(f'DROP DATABASE IF EXISTS "{fresh}" WITH (FORCE)'))
         admin.dispose()
+
+
+def test_two_replicas_share_the_work_and_post_each_photo_once(tmp_path, db_url):
+    # A brand-new, empty database: the replicas race to migrate it and to create the quickstart watch.
+    with fresh_pg_database(db_url, "aiposter_replicas") as url:
+        _run_two_replicas(tmp_path, url)
 
 
 def _run_two_replicas(tmp_path, db_url: str) -> None:
@@ -360,3 +370,72 @@ def _run_two_replicas(tmp_path, db_url: str) -> None:
     worked = [sum(1 for line in out.splitlines() if "target.published" in line) for out in logs_]
     assert sum(worked) == len(names) and all(n > 0 for n in worked), worked
     assert all("Traceback" not in out for out in logs_)
+
+
+def test_two_replicas_with_one_media_directory_publish_200_photos(tmp_path, db_url):
+    """Replicas with their own data_dir share one media directory. A quarter of the posts fail their first
+    container creation (a transient 503), so the retry goes to whichever replica is free: often not the one
+    that prepared the image. The platform fetches each image by its signed URL from the API of replica 0,
+    which serves the posts of both."""
+    import socket
+
+    from aiposter.crypto import new_key
+    from aiposter.publishers.scripted import ScriptedPlatform
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    key = new_key().encode()
+    platform_dir, media, inbox = tmp_path / "platform", tmp_path / "media", tmp_path / "inbox"
+    names = [f"p{i:03}.jpg" for i in range(200)]
+    # Every fourth post's first container creation fails, and its container processes for a while.
+    ScriptedPlatform(platform_dir).set_script(default={"wait": 0.1, "fetch": True},
+                                              **{n: {"fail_create": 1, "pending": 1} for n in names[::4]})
+    with fresh_pg_database(db_url, "aiposter_media_replicas") as url:
+        procs, logs_ = [], []
+        for i in range(2):
+            d = tmp_path / f"replica{i}"
+            d.mkdir()
+            cfg = write_config(d, url, daemon=f"instance_name = 'replica-{i}'",
+                               security=f"encryption_key = {json.dumps(key)}",
+                               media=f"directory = {json.dumps(str(media))}")
+            text = cfg.read_text().replace(str(d / "inbox"), str(inbox))
+            cfg.write_text(text.replace("[api]\nenabled = false", f"[api]\nenabled = true\nport = {port}\n"
+                                        f"public_url = 'http://127.0.0.1:{port}'\naccess_log = false"))
+            logs_.append(d / "log.txt")
+            # Replica 0 serves the API (and media); replica 1 is a worker only.
+            procs.append(start(cfg, command=("run",) if i == 0 else ("worker",), platform=platform_dir,
+                               output=logs_[-1]))
+        engine = sa.create_engine(url)
+        rng = random.Random(5)
+        try:
+            wait_for(lambda: baseline_done(engine), 60, "first poll")
+            for name in names:
+                drop_photo(inbox, name, rng, size=(320, 240))
+            wait_for(lambda: sum(post_states(engine).get(s, 0) for s in STATES_ACTIVE) == 0
+                     and sum(post_states(engine).values()) == len(names), 240, "every post to finish")
+            states_ = post_states(engine)
+        finally:
+            for p in procs:
+                p.send_signal(signal.SIGTERM)
+            for p in procs:
+                try:
+                    p.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+            engine.dispose()
+    assert states_ == {"published": len(names)}
+    containers = ScriptedPlatform(platform_dir).containers()
+    assert sorted(c["file_name"] for c in containers) == names  # one container each, each published once
+    assert all(c["status"] == "PUBLISHED" and c["image_bytes"] > 0 for c in containers)
+    out = [p.read_text() for p in logs_]
+    assert "Traceback" not in out[0] + out[1]
+    assert "media.serving" in out[1] and "not this process" in out[1]
+
+    def ids(text: str, event: str) -> set[str]:
+        return {line.split("post_id=")[1].split()[0] for line in text.splitlines() if event in line}
+
+    crossed = (ids(out[0], "post.downloaded") & ids(out[1], "target.published")) | \
+              (ids(out[1], "post.downloaded") & ids(out[0], "target.published"))
+    assert len(crossed) >= 5, len(crossed)  # many posts were published by the replica that did not prepare them
+    assert not any(media.iterdir())

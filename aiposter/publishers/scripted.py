@@ -70,10 +70,9 @@ class ScriptedPlatform:
                 yield state
                 if write:
                     tmp = self._state_path.with_name(f".state.{os.getpid()}.tmp")
-                    with open(tmp, "w") as fh:
-                        json.dump(state, fh)
-                        fh.flush()
-                        os.fsync(fh.fileno())
+                    # Written whole, then renamed: a SIGKILL leaves the old or the new state, never half
+                    # of one (no fsync: the point is surviving a killed process, not a power cut).
+                    tmp.write_text(json.dumps(state))
                     os.replace(tmp, self._state_path)
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
