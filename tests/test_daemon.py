@@ -239,6 +239,25 @@ def test_sigterm_stops_within_seconds(tmp_path, db_url):
         engine.dispose()
 
 
+def test_a_worker_says_how_media_will_be_served(tmp_path):
+    cfg = write_config(tmp_path, f"sqlite:///{tmp_path}/data/aiposter.db")
+    engine = sa.create_engine(f"sqlite:///{tmp_path}/data/aiposter.db")
+    proc = start(cfg, command=("worker",))
+    try:
+        wait_for(lambda: baseline_done(engine), 30, "first poll")
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        engine.dispose()
+    [serving] = [line for line in out.splitlines() if "media.serving" in line]
+    assert "url=http://127.0.0.1:8080/media/" in serving and f"directory={tmp_path}/data/media" in serving
+    assert "not this process (no API here): run `aiposter api` or `aiposter run` with the same media" in serving
+    [warning] = [line for line in out.splitlines() if "media.no_public_url" in line]
+    assert "WARNING" in warning and "set api.public_url" in warning
+
+
 def test_second_daemon_on_same_sqlite_refuses(tmp_path):
     cfg = write_config(tmp_path, f"sqlite:///{tmp_path}/data/aiposter.db")
     engine = sa.create_engine(f"sqlite:///{tmp_path}/data/aiposter.db")
