@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from aiposter.core import states
+from aiposter.core import registry, states
 
 MAX_ID = 2**31 - 1
 
@@ -26,6 +26,7 @@ RowId = Annotated[int, Field(ge=1, le=MAX_ID)]
 PathId = Annotated[int, Path(ge=1, le=MAX_ID)]
 Provider = Literal["google_drive", "facebook", "instagram", "threads"]
 PostState = Literal[states.POST_STATES]  # type: ignore[valid-type]
+SourceName = Literal[tuple(registry.SOURCES)]  # type: ignore[valid-type]  # the registry's sources
 
 
 class Request(BaseModel):
@@ -141,7 +142,7 @@ class OAuthFinish(Request):
 
 class WatchFields(Request):
     name: Text(200) | None = None
-    source: Literal["local", "google_drive"] | None = None
+    source: SourceName | None = None
     source_connection_id: RowId | None = None
     interval_seconds: Annotated[int, Field(ge=5, le=31 * 86400)] | None = None
     targets: list[Text(100)] | None = Field(None, max_length=20,
