@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, select
 
 from aiposter.config import Config
+from aiposter.core import pauses
 from aiposter.core.models import Connection, OAuthState, User, utcnow
 from aiposter.crypto import Keyring, connection_context
 from aiposter.services import NotFound, get_owned, oauth
@@ -126,6 +127,8 @@ def store(s: Session, keyring: Keyring, user_id: int, provider: str,
         c.token_expires_at = a.expires_at
         c.status, c.last_error = "active", None
         c.updated_at = utcnow()
+        # Targets that waited for this account to be reconnected go now.
+        pauses.lift(s, f"connection:{c.id}", "the account was reconnected")
         out.append(c)
     s.flush()
     return out

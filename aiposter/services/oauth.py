@@ -123,6 +123,8 @@ def _google_exchange(cfg: Config, code: str, redirect_uri: str, code_verifier: s
         about = _get_json(http, f"{cfg.oauth.google.drive_api_url}/about", "Google Drive",
                           params={"fields": "user(displayName,emailAddress,permissionId)"},
                           headers={"Authorization": f"Bearer {creds.token}"}).get("user") or {}
+    # The access token's one-hour expiry stays inside the secrets (housekeeping refreshes it); the
+    # connection itself does not expire while the refresh token is good, so Account.expires_at is None.
     expiry = creds.expiry.replace(tzinfo=utcnow().tzinfo) if creds.expiry else None
     return Account(
         account_id=str(about.get("permissionId") or about.get("emailAddress") or ""),
@@ -130,7 +132,7 @@ def _google_exchange(cfg: Config, code: str, redirect_uri: str, code_verifier: s
         credentials={"token": creds.token, "refresh_token": creds.refresh_token, "token_uri": creds.token_uri,
                      "client_id": creds.client_id, "scopes": granted,
                      "expiry": expiry.isoformat() if expiry else None},
-        scopes=granted, expires_at=expiry)
+        scopes=granted, expires_at=None)
 
 
 # --------------------------------------------------------------------------- Meta: Facebook Pages, Instagram
