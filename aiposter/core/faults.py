@@ -167,7 +167,7 @@ def details(body: Any) -> Details:
     if isinstance(body, list) and body and isinstance(body[0], dict):
         body = body[0]  # some Google endpoints wrap the envelope in a list
     if isinstance(body, str):
-        out.message = " ".join(body.split())[:300]
+        out.message = " ".join(re.sub(r"<[^>]*>", " ", body).split())[:300]  # an HTML error page: its text
         return out
     if not isinstance(body, dict):
         return out
@@ -249,7 +249,7 @@ def classify_http(status: int, headers: Any = None, body: Any = None, *, who: st
     wait = retry_after(headers, now)
     if wait is None:
         wait = d.retry_delay
-    what = d.message or (str(parse_body(body))[:200] if isinstance(parse_body(body), str) else "")
+    what = d.message
     message = f"{who + ': ' if who else ''}HTTP {status}" + (f": {' '.join(what.split())[:300]}" if what else "")
     reason = (d.reasons[-1] if d.reasons else d.status) or (str(d.graph_code) if d.graph_code else "")
 
