@@ -314,7 +314,7 @@ _TIMEOUT_NAMES = {"TimeoutException", "Timeout", "ReadTimeout", "ConnectTimeout"
                   "APITimeoutError", "WriteTimeout", "PoolTimeout", "ReadTimeoutError", "ConnectTimeoutError"}
 _CONNECTION_NAMES = {"TransportError", "ConnectionError", "ConnectError", "NetworkError", "RemoteProtocolError",
                      "ServerNotFoundError", "HttpLib2Error", "APIConnectionError", "ProtocolError",
-                     "NewConnectionError", "MaxRetryError", "SSLError", "gaierror", "OSError"}
+                     "NewConnectionError", "MaxRetryError", "SSLError", "gaierror", "herror"}
 
 
 def _url_of(exc: BaseException) -> str | None:
