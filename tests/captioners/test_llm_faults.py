@@ -165,3 +165,17 @@ def test_an_anthropic_refusal_without_stop_details_gives_the_best_reason(photo):
         bare = caption_error("anthropic", fake.base_url, photo)
     assert "no reason given" not in str(bare)
     assert 'stop_reason "refusal"' in str(bare) and "no stop_details" in str(bare)
+
+
+def test_config_check_shows_the_default_model_of_a_section_given_without_one(tmp_path):
+    from typer.testing import CliRunner
+
+    from aiposter.cli import app
+
+    toml = tmp_path / "config.toml"
+    toml.write_text('[captioner]\ndefault = "gemini"\n[captioner.gemini]\napi_key = "k"\ntimeout = 30.0\n'
+                    f'[daemon]\ndata_dir = "{tmp_path}/data"\n')
+    result = CliRunner().invoke(app, ["--config", str(toml), "config", "check", "--json"])
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.output)["captioner"]["gemini"]
+    assert shown["model"] == "gemini-2.5-flash" and shown["timeout"] == 30.0 and shown["api_key"] == "********"
