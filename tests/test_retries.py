@@ -216,6 +216,7 @@ def test_bad_api_key_pauses_captioning_instead_of_failing_every_post(ctx, tmp_pa
             BadKey.calls += 1
             raise CaptionError("openai: 401 invalid API key; set api_key", permanent=True, code="auth")
 
+    ctx.cfg.retry.base_delay_seconds, ctx.cfg.retry.max_delay_seconds = 30, 60  # no expiry mid-test
     _setup(ctx, tmp_path / "in", captioner=BadKey(ctx.cfg), photos=2)
     drain(ctx)
     ps = posts(ctx)

@@ -32,7 +32,9 @@ def get_connection(s: Session, connection_id: int, user: User) -> Connection:
 
 
 def delete_connection(s: Session, connection: Connection) -> None:
-    """Forget the account: the encrypted tokens go with the row; watch targets using it go too."""
+    """Forget the account: the encrypted tokens go with the row; watch targets using it go too. Targets
+    that waited for it to be reconnected are released, so they fail at once as disconnected."""
+    pauses.lift(s, f"connection:{connection.id}", "the account was disconnected")
     s.delete(connection)
     s.flush()
 
