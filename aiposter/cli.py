@@ -36,11 +36,14 @@ watch_app = typer.Typer(help="Manage watches (folders polled for new images).", 
 posts_app = typer.Typer(help="Inspect posts.", no_args_is_help=True)
 config_app = typer.Typer(help="Configuration.", no_args_is_help=True)
 keys_app = typer.Typer(help="Encryption keys for stored credentials.", no_args_is_help=True)
+pauses_app = typer.Typer(help="Pauses every replica respects (captioner outages, refused keys, accounts "
+                         "to reconnect).", no_args_is_help=True)
 app.add_typer(user_app, name="user")
 app.add_typer(watch_app, name="watch")
 app.add_typer(posts_app, name="posts")
 app.add_typer(config_app, name="config")
 app.add_typer(keys_app, name="keys")
+app.add_typer(pauses_app, name="pauses")
 
 log = logging.getLogger("aiposter")
 
@@ -485,12 +488,40 @@ def posts_show(post_id: int, as_json: JsonOpt = False) -> None:
 
 
 @posts_app.command("retry")
-def posts_retry(post_id: int, target_id: int) -> None:
-    """Retry a failed target of a post."""
+def posts_retry(post_id: int, target_id: Annotated[int | None, typer.Argument()] = None) -> None:
+    """Retry now: a waiting post (or target) becomes due at once, testing the pause that holds it; a
+    failed target (all of a finished post's failed targets without TARGET_ID) is sent again."""
     with cli_session() as (cfg, s):
         p = service_call(lambda: posts_svc.get_post(s, post_id))
-        service_call(lambda: posts_svc.retry_target(s, p, target_id))
-    typer.echo(f"target {target_id} of post {post_id} queued again")
+        if target_id is not None:
+            service_call(lambda: posts_svc.retry_target(s, p, target_id))
+            typer.echo(f"target {target_id} of post {post_id} queued again")
+            return
+        again = service_call(lambda: posts_svc.retry_post(s, p))
+    typer.echo(f"post {post_id} queued again" + (f" ({len(again)} target(s))" if again else ": due now"))
+
+
+# =========================================================================== pauses
+
+
+@pauses_app.command("list")
+def pauses_list(as_json: JsonOpt = False) -> None:
+    """What is paused, until when, why, and how many posts each pause holds."""
+    from aiposter.services import pauses as pauses_svc
+
+    with cli_session() as (cfg, s):
+        rows = pauses_svc.list_pauses(s)
+    print_json(rows) if as_json else print_table(rows, ["scope", "until", "code", "held", "reason"])
+
+
+@pauses_app.command("clear")
+def pauses_clear(scope: Annotated[str, typer.Argument(help="e.g. captioner:openai or connection:12")]) -> None:
+    """Lift a pause now: the posts it holds are due at once (on every replica)."""
+    from aiposter.services import pauses as pauses_svc
+
+    with cli_session() as (cfg, s):
+        released = service_call(lambda: pauses_svc.clear_pause(s, scope))
+    typer.echo(f"{scope} no longer paused; {released} post(s) or target(s) released")
 
 
 # =========================================================================== config / keys

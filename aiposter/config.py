@@ -98,7 +98,9 @@ class TemplateCaptionerConfig(Section):
 
 
 class LLMProviderConfig(Section):
-    model: str = ""
+    # Each provider's section has its own default model (the subclasses below), so a section given
+    # without `model` still names one; an explicitly empty model is an error, not a request for "".
+    model: str = Field("", min_length=1)
     api_key: SecretStr | None = None
     base_url: str = ""
     timeout: float = Field(60.0, gt=0)
@@ -113,14 +115,30 @@ class LLMProviderConfig(Section):
     structured_output: Literal["json_schema", "json_object", "none"] = "json_schema"
 
 
+class OpenAIConfig(LLMProviderConfig):
+    model: str = Field("gpt-4o-mini", min_length=1)
+
+
+class GeminiConfig(LLMProviderConfig):
+    model: str = Field("gemini-2.5-flash", min_length=1)
+
+
+class AnthropicConfig(LLMProviderConfig):
+    model: str = Field("claude-sonnet-4-5", min_length=1)
+
+
+class OpenAICompatibleConfig(LLMProviderConfig):
+    model: str = Field("llava", min_length=1)
+    base_url: str = "http://127.0.0.1:11434/v1"
+
+
 class CaptionerConfig(Section):
     default: Literal["template", "openai", "gemini", "anthropic", "openai_compatible"] = "template"
     template: TemplateCaptionerConfig = TemplateCaptionerConfig()
-    openai: LLMProviderConfig = LLMProviderConfig(model="gpt-4o-mini")
-    gemini: LLMProviderConfig = LLMProviderConfig(model="gemini-2.5-flash")
-    anthropic: LLMProviderConfig = LLMProviderConfig(model="claude-sonnet-4-5")
-    openai_compatible: LLMProviderConfig = LLMProviderConfig(
-        model="llava", base_url="http://127.0.0.1:11434/v1")
+    openai: OpenAIConfig = OpenAIConfig()
+    gemini: GeminiConfig = GeminiConfig()
+    anthropic: AnthropicConfig = AnthropicConfig()
+    openai_compatible: OpenAICompatibleConfig = OpenAICompatibleConfig()
     # The instruction LLM captioners follow when a watch has no prompt_template (sandboxed Jinja2).
     prompt: str = "Write an engaging caption for this photo for each target platform."
 

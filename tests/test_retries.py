@@ -16,7 +16,7 @@ from test_pipeline import add_watch, make_due, outbox_records, posts
 from aiposter.captioners.template import TemplateCaptioner
 from aiposter.core import registry, states
 from aiposter.core.errors import CaptionError, PublishError, StepError
-from aiposter.core.models import Post, PostTarget, utcnow
+from aiposter.core.models import Pause, Post, PostTarget, utcnow
 from aiposter.core.retry import Backoff, GiveUp, Retry
 from aiposter.db import session_scope
 from aiposter.publishers.outbox import OutboxPublisher
@@ -84,6 +84,12 @@ def _fast_forward(ctx):
     with session_scope(ctx.engine) as s:
         s.execute(sa.update(Post).values(next_attempt_at=utcnow() - timedelta(seconds=1)))
         s.execute(sa.update(PostTarget).values(next_attempt_at=utcnow() - timedelta(seconds=1)))
+
+
+def _expire_pauses(ctx):
+    """Time passing for pauses: each ends now (the next post probes the provider)."""
+    with session_scope(ctx.engine) as s:
+        s.execute(sa.update(Pause).values(until=utcnow() - timedelta(seconds=1)))
 
 
 def _run_rounds(ctx, rounds: int) -> None:
@@ -173,10 +179,10 @@ def test_captioner_outage_pauses_captioning_without_failing_posts(ctx, tmp_path)
     drain(ctx)
     ps = posts(ctx)
     assert [p.status for p in ps] == [states.DOWNLOADED] * 3
-    assert all("captioner template is unavailable" in p.last_error for p in ps)
+    assert all("captioner template is paused" in p.last_error for p in ps)
     assert cap.calls == 1  # the breaker held the other two back instead of hammering the provider
     for _ in range(30):
-        ctx.breakers["template"].until = None
+        _expire_pauses(ctx)
         _fast_forward(ctx)
         drain(ctx)
         if all(p.status == states.PUBLISHED for p in posts(ctx)):
@@ -222,10 +228,14 @@ def test_bad_api_key_pauses_captioning_instead_of_failing_every_post(ctx, tmp_pa
             BadKey.calls += 1
             raise CaptionError("openai: 401 invalid API key; set api_key", permanent=True, code="auth")
 
+    ctx.cfg.retry.base_delay_seconds, ctx.cfg.retry.max_delay_seconds = 30, 60  # no expiry mid-test
     _setup(ctx, tmp_path / "in", captioner=BadKey(ctx.cfg), photos=2)
     drain(ctx)
     ps = posts(ctx)
     assert [p.status for p in ps] == [states.DOWNLOADED] * 2  # waiting, not failed
     assert all("invalid API key" in p.last_error for p in ps)
     assert BadKey.calls == 1
-    assert ctx.breakers["template"].until - utcnow() > timedelta(seconds=ctx.cfg.retry.max_delay_seconds - 5)
+    with session_scope(ctx.engine) as s:
+        pause = s.exec(select(Pause)).one()
+    assert pause.scope == "captioner:template" and pause.code == "auth"
+    assert pause.until - utcnow() > timedelta(seconds=ctx.cfg.retry.max_delay_seconds - 5)

@@ -260,3 +260,39 @@ def test_expiring_and_expired_tokens_are_flagged_once(app, caplog):
     assert got["gone"][0] == "expired" and "expired at" in got["gone"][1]
     assert got["fine"] == ("active", None) and got["never"] == ("active", None)
     assert sorted(r.getMessage() for r in caplog.records) == ["connection.expired", "connection.expiring"]
+
+
+def test_migration_0005_repairs_google_connections_flagged_by_the_access_token_expiry(engine):
+    """Rows written before the fix carry the access token's expiry and were flagged expiring/expired."""
+    from datetime import timedelta
+
+    from alembic import command
+    from alembic.script import ScriptDirectory
+
+    from aiposter.core.models import utcnow
+
+    config = db.alembic_config(engine)
+    before = ScriptDirectory.from_config(config).get_revision("0005").down_revision
+    command.downgrade(config, before)
+    try:
+        soon = utcnow() + timedelta(minutes=40)
+        with engine.begin() as conn:
+            uid = conn.execute(sa.text("INSERT INTO user_account (email, display_name, role, disabled, "
+                                       "processing_paused, brand_voice, default_hashtags, created_at, updated_at) "
+                                       "VALUES ('m@example.com', '', 'user', false, false, '', '[]', :t, :t) "
+                                       "RETURNING id"), {"t": utcnow()}).scalar_one()
+            for account, provider, status in (("g1", "google_drive", "expired"), ("g2", "google_drive", "expiring"),
+                                               ("g3", "google_drive", "active"), ("t1", "threads", "expiring")):
+                conn.execute(sa.text(
+                    "INSERT INTO connection (user_id, provider, account_id, account_name, scopes, "
+                    "token_expires_at, status, last_error, created_at, updated_at) VALUES (:u, :p, :a, '', '', "
+                    ":e, :s, :err, :t, :t)"), {"u": uid, "p": provider, "a": account, "e": soon, "s": status,
+                                               "err": "reconnect the account", "t": utcnow()})
+    finally:
+        command.upgrade(config, "head")
+    with session_scope(engine) as s:
+        rows = {c.account_id: c for c in s.exec(sa.select(Connection)).scalars()}
+    for account in ("g1", "g2", "g3"):
+        assert (rows[account].status, rows[account].token_expires_at) == ("active", None)
+    assert rows["g1"].last_error is None and rows["g2"].last_error is None
+    assert rows["t1"].status == "expiring" and rows["t1"].token_expires_at is not None  # a real expiry stays

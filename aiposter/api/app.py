@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 import aiposter
 from aiposter.api import errors
-from aiposter.api.routes import auth, connections, me, media, ops, posts, users, watches
+from aiposter.api.routes import auth, connections, me, media, ops, pauses, posts, users, watches
 from aiposter.app import App
 from aiposter.core.media import urls_for
 from aiposter.db import is_sqlite
@@ -31,6 +31,6 @@ def create_app(application: App, daemon=None) -> FastAPI:
     api.state.login_limiter = LoginLimiter(sec.login_max_failures_per_account,
                                            sec.login_max_failures_per_client, sec.login_window_seconds)
     errors.install(api)
-    for module in (ops, auth, me, users, connections, watches, posts, media):
+    for module in (ops, auth, me, users, connections, watches, posts, pauses, media):
         api.include_router(module.router)
     return api

@@ -234,6 +234,18 @@ class ImageInfo(BaseModel):
     bytes: int | None
 
 
+class PauseOut(BaseModel):
+    scope: str = Field(description="What is paused: captioner:NAME, source:NAME, destination:PLATFORM or "
+                                   "connection:ID.")
+    until: datetime
+    code: str = Field(description="The fault's class: rate_limited, server_error, auth, quota, config...")
+    reason: str
+    failures: int = Field(description="Faults in a row; each repeat doubles the wait, up to the cap.")
+    probing: bool = Field(description="The pause has ended and one post is testing the adapter.")
+    held: int = Field(description="Unfinished posts and targets it holds.")
+    since: datetime
+
+
 class PostDetail(PostOut):
     description: str
     capture_time: datetime | None

@@ -17,10 +17,8 @@ from aiposter.captioners.llm import (
     Prompt,
     Reply,
     api_key,
+    provider_error,
     refused,
-    status_error,
-    timed_out,
-    unreachable,
 )
 from aiposter.config import LLMProviderConfig
 from aiposter.core.registry import AdapterDeps
@@ -52,21 +50,26 @@ class MessagesBackend:
             kwargs["output_config"] = {"format": {"type": "json_schema", "schema": prompt.schema}}
         try:
             message = self.client.messages.create(**kwargs)
-        except anthropic.APITimeoutError:
-            raise timed_out(self.provider, self.cfg.timeout) from None
-        except anthropic.APIConnectionError as exc:
-            raise unreachable(self.provider, exc) from None
-        except anthropic.APIStatusError as exc:
-            error = exc.body.get("error") if isinstance(exc.body, dict) else None
-            error = error if isinstance(error, dict) else {}
-            raise status_error(self.provider, exc.status_code, error.get("message") or exc.message,
-                               headers=exc.response.headers, error_code=error.get("type")) from None
-        if message.stop_reason == "refusal":
-            details = message.stop_details
-            reason = (details and (details.explanation or details.category)) or "no reason given"
-            raise refused(self.provider, reason)
+        except anthropic.APIError as exc:
+            raise provider_error(self, exc, base_url=str(self.client.base_url),
+                                 timeout=self.cfg.timeout) from None
         text = "".join(block.text for block in message.content if block.type == "text")
-        return Reply(text, message.usage.input_tokens, message.usage.output_tokens)
+        if message.stop_reason == "refusal":
+            raise refused(self.provider, _refusal_reason(message, text))
+        return Reply(text, message.usage.input_tokens, message.usage.output_tokens,
+                     truncated=message.stop_reason == "max_tokens")
+
+
+def _refusal_reason(message: Any, text: str) -> str:
+    """The best reason there is: ``stop_details`` (explanation, else category), else what the model wrote
+    before it stopped, else a plain statement that none was given (and by whom)."""
+    details = getattr(message, "stop_details", None)
+    explanation = getattr(details, "explanation", None) or getattr(details, "category", None)
+    if explanation:
+        return str(explanation)
+    if text.strip():
+        return " ".join(text.split())[:300]
+    return 'the model stopped with stop_reason "refusal" and the API gave no explanation (no stop_details)'
 
 
 def build(deps: AdapterDeps) -> LLMCaptioner:

@@ -8,7 +8,6 @@ against ``max_output_tokens`` and are billed as output, so both are included in 
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import httpx
@@ -22,10 +21,8 @@ from aiposter.captioners.llm import (
     Prompt,
     Reply,
     api_key,
+    provider_error,
     refused,
-    status_error,
-    timed_out,
-    unreachable,
 )
 from aiposter.config import LLMProviderConfig
 from aiposter.core.registry import AdapterDeps
@@ -35,8 +32,7 @@ from aiposter.core.registry import AdapterDeps
 API_VERSION = "v1beta"
 
 # The SDK sends through httpx or httpx2, whichever it picks; catch both.
-_TIMEOUTS = (httpx.TimeoutException, httpx2.TimeoutException)
-_TRANSPORT = (httpx.TransportError, httpx2.TransportError)
+_TRANSPORT = (httpx.TransportError, httpx2.TransportError)  # timeouts included
 
 # Finish reasons that mean the answer was withheld for policy reasons rather than cut short.
 _BLOCKED = {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY",
@@ -49,6 +45,7 @@ class GenerateContentBackend:
     def __init__(self, cfg: LLMProviderConfig, key: str):
         self.model = cfg.model
         self.cfg = cfg
+        self.base_url = f"{(cfg.base_url or 'https://generativelanguage.googleapis.com').rstrip('/')}/{API_VERSION}"
         # retry_options=None disables the SDK's retries; attempts counts the first call too.
         retry = types.HttpRetryOptions(attempts=cfg.max_retries + 1) if cfg.max_retries else None
         self.client = genai.Client(api_key=key, http_options=types.HttpOptions(
@@ -71,14 +68,8 @@ class GenerateContentBackend:
         try:
             response = self.client.models.generate_content(
                 model=self.model, contents=contents, config=types.GenerateContentConfig(**config))
-        except _TIMEOUTS:
-            raise timed_out(self.provider, self.cfg.timeout) from None
-        except _TRANSPORT as exc:
-            raise unreachable(self.provider, exc) from None
-        except errors.APIError as exc:
-            headers = getattr(exc.response, "headers", None)
-            raise status_error(self.provider, exc.code, exc.message or str(exc), headers=headers,
-                               error_code=exc.status, delay=_retry_delay(exc.details)) from None
+        except (errors.APIError, *_TRANSPORT) as exc:
+            raise provider_error(self, exc, base_url=self.base_url, timeout=self.cfg.timeout) from None
         usage = response.usage_metadata
         input_tokens = usage.prompt_token_count if usage else None
         output_tokens = ((usage.candidates_token_count or 0) + (usage.thoughts_token_count or 0)) \
@@ -95,18 +86,7 @@ class GenerateContentBackend:
             raise refused(self.provider, candidate.finish_message or f"answer blocked ({reason})")
         parts = candidate.content.parts if candidate.content and candidate.content.parts else []
         text = "".join(p.text for p in parts if p.text and not p.thought)
-        return Reply(text, input_tokens, output_tokens)
-
-
-def _retry_delay(details: Any) -> float | None:
-    """The ``google.rpc.RetryInfo`` delay of a 429 (``"retryDelay": "30s"``), if present."""
-    error = details.get("error") if isinstance(details, dict) else None
-    for detail in (error or {}).get("details") or []:
-        if isinstance(detail, dict) and str(detail.get("@type", "")).endswith("google.rpc.RetryInfo"):
-            match = re.fullmatch(r"(\d+(?:\.\d+)?)s", str(detail.get("retryDelay", "")))
-            if match:
-                return float(match.group(1))
-    return None
+        return Reply(text, input_tokens, output_tokens, truncated=reason == "MAX_TOKENS")
 
 
 def build(deps: AdapterDeps) -> LLMCaptioner:

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
+from dataclasses import dataclass, replace
 from pathlib import PurePath
 from typing import Any, Protocol
 
@@ -26,6 +24,7 @@ from aiposter.captioners import fitting
 from aiposter.captioners.imaging import LLMImage, downscale
 from aiposter.captioners.template import normalize_hashtags, render
 from aiposter.config import Config, LLMProviderConfig
+from aiposter.core import faults
 from aiposter.core.errors import CaptionError, ImageError
 from aiposter.core.ports import CaptionRequest, CaptionResult
 
@@ -76,6 +75,7 @@ class Reply:
     text: str
     input_tokens: int | None = None
     output_tokens: int | None = None
+    truncated: bool = False  # the model stopped at max_output_tokens
 
 
 class Backend(Protocol):
@@ -88,7 +88,12 @@ class Backend(Protocol):
 
 
 class MalformedOutput(Exception):
-    """The model's answer was empty or not the JSON object asked for."""
+    """The model's answer was empty or not the JSON object asked for. ``incomplete``: the JSON broke off
+    (an unterminated string or object), which is what an answer cut at the token limit looks like."""
+
+    def __init__(self, message: str, incomplete: bool = False):
+        super().__init__(message)
+        self.incomplete = incomplete
 
 
 # --------------------------------------------------------------------------- the prompt
@@ -172,11 +177,13 @@ _FENCE = re.compile(r"```(?:json|JSON)?\s*\n?(.*?)```", re.DOTALL)
 
 
 def parse_answer(text: str, platforms: tuple[str, ...]) -> ParsedAnswer:
-    """The model's JSON answer, validated. Tolerates what local models do: a ```json fence, prose around
-    the object, hashtags as one string, or one ``caption`` for every platform. Raises MalformedOutput."""
+    """The model's JSON answer, validated. Tolerates what models do: a ```json fence, prose around the
+    object, hashtags as one string, one ``caption`` for every platform, or ``captions`` missing a platform
+    next to a top-level ``caption`` (used for that platform). Raises MalformedOutput."""
     obj = _json_object(text)
-    if "captions" not in obj and isinstance(obj.get("caption"), str):
-        obj["captions"] = obj["caption"]
+    top = obj.get("caption") if isinstance(obj.get("caption"), str) and obj["caption"].strip() else ""
+    if "captions" not in obj and top:
+        obj["captions"] = top
     try:
         answer = _Answer.model_validate(obj)
     except ValidationError as exc:
@@ -186,7 +193,8 @@ def parse_answer(text: str, platforms: tuple[str, ...]) -> ParsedAnswer:
     if isinstance(answer.captions, str):
         captions = {p: answer.captions for p in platforms}
     else:
-        captions = {p: answer.captions.get(p, "") for p in platforms}
+        captions = {p: answer.captions.get(p) if (answer.captions.get(p) or "").strip() else top
+                    for p in platforms}
     empty = [p for p, c in captions.items() if not c.strip()]
     if empty:
         raise MalformedOutput(f"the answer has no caption for {', '.join(empty)}")
@@ -206,8 +214,9 @@ def _json_object(text: str) -> dict[str, Any]:
         raise MalformedOutput(f"the answer is not JSON: {text[:80]!r}")
     try:
         obj, _ = json.JSONDecoder().raw_decode(text, start)
-    except ValueError as exc:
-        raise MalformedOutput(f"the answer is not valid JSON: {exc}") from None
+    except json.JSONDecodeError as exc:
+        incomplete = exc.msg.startswith("Unterminated") or exc.pos >= len(text.rstrip()) - 1
+        raise MalformedOutput(f"the answer is not valid JSON: {exc}", incomplete) from None
     if not isinstance(obj, dict):
         raise MalformedOutput("the answer is not a JSON object")
     return obj
@@ -217,12 +226,14 @@ def _json_object(text: str) -> dict[str, Any]:
 
 
 class LLMCaptioner:
-    """Prepare the image, ask once, validate and fit; ask a second time only if the answer was unusable."""
+    """Prepare the image, ask once, validate and fit; ask a second time only if the answer was unusable
+    (or had no alt text: on the last try a missing alt text is derived from the caption instead)."""
 
     def __init__(self, name: str, backend: Backend, provider_cfg: LLMProviderConfig, cfg: Config):
         self.name = name
         self.backend = backend
         self.max_image_edge = provider_cfg.max_image_edge
+        self.max_output_tokens = provider_cfg.max_output_tokens
         self.max_pixels = cfg.images.max_pixels
         self.prompt_template = cfg.captioner.prompt
         # The same default hashtags as the template captioner, so switching provider keeps them.
@@ -238,12 +249,27 @@ class LLMCaptioner:
         usage = {"provider": self.backend.provider, "model": self.backend.model,
                  "input_tokens": None, "output_tokens": None}
         problem = ""
-        for _ in range(ATTEMPTS):
+        without_alt: ParsedAnswer | None = None
+        for attempt in range(1, ATTEMPTS + 1):
             reply = self.backend.complete(prompt, image)
             usage["input_tokens"] = _add(usage["input_tokens"], reply.input_tokens)
             usage["output_tokens"] = _add(usage["output_tokens"], reply.output_tokens)
             try:
-                return _result(parse_answer(reply.text, prompt.platforms), default_tags, usage)
+                answer = parse_answer(reply.text, prompt.platforms)
+                if not answer.alt_text.strip() and attempt < ATTEMPTS:
+                    without_alt = without_alt or answer
+                    problem = "the answer has no alt_text"
+                    continue
+                return _result(answer, default_tags, usage)
+            except MalformedOutput as exc:
+                problem = str(exc)
+                if reply.truncated or exc.incomplete:
+                    cut = "it was cut off at" if reply.truncated else "it looks cut off; the limit is"
+                    problem += (f" ({cut} max_output_tokens = {self.max_output_tokens}: raise "
+                                f"[captioner.{self.backend.provider}] max_output_tokens)")
+        if without_alt is not None:
+            try:
+                return _result(without_alt, default_tags, usage)
             except MalformedOutput as exc:
                 problem = str(exc)
         raise CaptionError(f"{self.backend.provider} gave no usable answer in {ATTEMPTS} tries: {problem}",
@@ -256,8 +282,18 @@ def _result(answer: ParsedAnswer, default_tags: list[str], usage: dict[str, Any]
     unfit = [p for p, c in captions.items() if not c]
     if unfit:
         raise MalformedOutput(f"the caption for {', '.join(unfit)} has no text that fits the platform")
-    return CaptionResult(captions=captions, hashtags=hashtags, alt_text=fitting.fit_alt_text(answer.alt_text),
+    alt_text = answer.alt_text if answer.alt_text.strip() else derived_alt_text(answer)
+    return CaptionResult(captions=captions, hashtags=hashtags, alt_text=fitting.fit_alt_text(alt_text),
                          usage=usage)
+
+
+def derived_alt_text(answer: ParsedAnswer) -> str:
+    """An alt text for an answer that gave none (asked twice): the first sentence of a caption, which
+    describes the photo more often than not; better for a screen-reader user than nothing."""
+    text = next(iter(answer.captions.values()), "")
+    words = [w for w in text.split() if not w.startswith(("#", "@"))]
+    first = re.split(r"(?<=[.!?])\s", " ".join(words), maxsplit=1)[0]
+    return first.strip()
 
 
 def _add(total: int | None, more: int | None) -> int | None:
@@ -276,67 +312,54 @@ def api_key(provider_cfg: LLMProviderConfig, section: str) -> str:
     return provider_cfg.api_key.get_secret_value()
 
 
-def retry_after(headers: Any) -> float | None:
-    """Seconds to wait from ``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date), if any."""
-    if headers is None:
-        return None
-    raw_ms = headers.get("retry-after-ms")
-    if raw_ms:
+def provider_error(backend: Backend, exc: Exception, *, base_url: str, timeout: float) -> CaptionError:
+    """Map an SDK exception to a CaptionError through the shared classifier (:mod:`aiposter.core.faults`).
+
+    Faults of the whole install (key refused, quota or credit used up, wrong base URL or model) say which
+    settings to check, because the pipeline pauses captioning on them and shows this message on every
+    waiting post. Re-raises what is neither a transport nor an HTTP error (a bug must not look like an
+    outage)."""
+    where = base_url or "the provider's default endpoint"
+    fault = faults.classify_exception(exc, who=backend.provider, url=base_url or None, timeout=timeout)
+    if fault is None:
+        status, headers, body = _http_parts(exc)
+        if status is None:
+            raise exc
+        fault = faults.classify_http(status, headers, body, who=backend.provider, not_found=faults.CONFIG)
+        section = f"[captioner.{backend.provider}]"
+        hint = {
+            faults.CONFIG: f"check {section} base_url ({where}) and model ({backend.model!r})",
+            faults.AUTH: f"check {section} api_key (or api_key_file)",
+            faults.QUOTA: "the provider account's quota or credit is used up; check its plan and billing",
+        }.get(fault.kind)
+        if hint:
+            fault = replace(fault, message=f"{fault.message}; {hint}")
+    return fault.error(CaptionError)
+
+
+def _http_parts(exc: Exception) -> tuple[int | None, Any, Any]:
+    """(status, headers, body) of an SDK's HTTP error: openai/anthropic ``APIStatusError`` and google-genai
+    ``APIError`` alike. The raw body is preferred: the SDKs keep only part of the envelope."""
+    status = getattr(exc, "status_code", None)
+    if not isinstance(status, int):
+        status = getattr(exc, "code", None)
+    if not isinstance(status, int) or isinstance(status, bool):
+        return None, None, None
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None)
+    body: Any = None
+    sdk_details = getattr(exc, "details", None)  # google-genai: the parsed error JSON
+    if isinstance(sdk_details, dict):
+        body = sdk_details if "error" in sdk_details else {"error": sdk_details}
+    else:
         try:
-            return max(0.0, float(raw_ms) / 1000)
-        except ValueError:
-            pass
-    raw = headers.get("retry-after")
-    if not raw:
-        return None
-    try:
-        return max(0.0, float(raw))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(raw)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
-
-
-_POLICY_HINTS = ("content_policy", "content_filter", "safety", "moderation")
-
-
-def status_error(provider: str, status: int, message: str, *, headers: Any = None,
-                 error_code: str | None = None, delay: float | None = None) -> CaptionError:
-    """Map an HTTP error from a provider to a CaptionError: transient for capacity and server faults,
-    permanent for everything a retry cannot fix. ``error_code`` is the provider's own code or type."""
-    text = f"{provider}: HTTP {status}: {' '.join(str(message).split())[:300]}"
-    wait = retry_after(headers)
-    wait = delay if wait is None else wait
-    hint = f"{error_code or ''} {message}".lower()
-    if status == 429:
-        if "insufficient_quota" in hint:
-            return CaptionError(text, permanent=True, code="quota")
-        return CaptionError(text, retry_after=wait, code="rate_limited")
-    if status in (408, 504):
-        return CaptionError(text, retry_after=wait, code="timeout")
-    if status >= 500 or status == 409:
-        return CaptionError(text, retry_after=wait, code="server_error")
-    if status in (401, 403) or "api key not valid" in hint or "api_key_invalid" in hint:  # Gemini: 400
-        return CaptionError(text, permanent=True, code="auth")
-    if status == 402:
-        return CaptionError(text, permanent=True, code="quota")
-    if any(h in hint for h in _POLICY_HINTS):
-        return CaptionError(text, permanent=True, code="refused")
-    return CaptionError(text, permanent=True, code="bad_request")
+            body = response.text if response is not None else None
+        except Exception:  # noqa: BLE001 - a streamed body not read: fall back to what the SDK parsed
+            body = None
+        if not body:
+            body = getattr(exc, "body", None) or getattr(exc, "message", None) or str(exc)
+    return status, headers, body
 
 
 def refused(provider: str, reason: str) -> CaptionError:
     return CaptionError(f"{provider} refused to caption this image: {reason}", permanent=True, code="refused")
-
-
-def timed_out(provider: str, timeout: float) -> CaptionError:
-    return CaptionError(f"{provider}: no answer within {timeout:g} s", code="timeout")
-
-
-def unreachable(provider: str, exc: Exception) -> CaptionError:
-    return CaptionError(f"{provider}: cannot connect: {exc}", code="connection")

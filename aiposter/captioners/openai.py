@@ -17,10 +17,8 @@ from aiposter.captioners.llm import (
     Prompt,
     Reply,
     api_key,
+    provider_error,
     refused,
-    status_error,
-    timed_out,
-    unreachable,
 )
 from aiposter.config import LLMProviderConfig
 from aiposter.core.registry import AdapterDeps
@@ -57,15 +55,9 @@ class ChatBackend:
             kwargs["response_format"] = {"type": "json_object"}
         try:
             response = self.client.chat.completions.create(**kwargs)
-        except openai.APITimeoutError:
-            raise timed_out(self.provider, self.cfg.timeout) from None
-        except openai.APIConnectionError as exc:
-            raise unreachable(self.provider, exc) from None
-        except openai.APIStatusError as exc:
-            # The SDK's message embeds the whole body; the body's own message is what an operator reads.
-            message = exc.body.get("message") if isinstance(exc.body, dict) else None
-            raise status_error(self.provider, exc.status_code, message or exc.message,
-                               headers=exc.response.headers, error_code=exc.code) from None
+        except openai.APIError as exc:
+            raise provider_error(self, exc, base_url=str(self.client.base_url),
+                                 timeout=self.cfg.timeout) from None
         usage = response.usage
         reply_usage = {"input_tokens": usage.prompt_tokens, "output_tokens": usage.completion_tokens} \
             if usage else {}
@@ -76,7 +68,7 @@ class ChatBackend:
             raise refused(self.provider, choice.message.refusal)
         if choice.finish_reason == "content_filter":
             raise refused(self.provider, "the answer was withheld by the content filter")
-        return Reply(choice.message.content or "", **reply_usage)
+        return Reply(choice.message.content or "", **reply_usage, truncated=choice.finish_reason == "length")
 
 
 def build(deps: AdapterDeps) -> LLMCaptioner:

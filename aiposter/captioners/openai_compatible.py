@@ -22,7 +22,7 @@ def build(deps: AdapterDeps) -> LLMCaptioner:
     if not provider_cfg.base_url:
         # Without it the SDK would quietly send the images to api.openai.com.
         raise CaptionError("the openai_compatible captioner needs [captioner.openai_compatible] base_url, "
-                           "e.g. http://127.0.0.1:11434/v1", permanent=True, code="bad_request")
+                           "e.g. http://127.0.0.1:11434/v1", permanent=True, code="config")
     key = provider_cfg.api_key.get_secret_value() if provider_cfg.api_key else ""
     backend = ChatBackend("openai_compatible", provider_cfg, key or PLACEHOLDER_KEY,
                           max_tokens_param="max_tokens")

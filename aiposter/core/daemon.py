@@ -7,7 +7,9 @@
   polled twice at once.
 * ``renew`` (every third of ``daemon.lease_seconds``): extend the leases this process holds.
 * ``housekeeping``: delete media of finished posts left by a crash; flag account tokens that expire
-  within a week or have expired (status and reason on the connection, a warning in the log).
+  within a week or have expired (status and reason on the connection, a warning in the log); refresh
+  access tokens that expire soon (a refused refresh token marks the connection ``needs_reauth``); lift
+  captioner pauses whose provider config changed since (see core/pauses.py).
 
 Several replicas on one PostgreSQL share the work through the same claims; nothing else is needed.
 """
@@ -25,7 +27,7 @@ import sqlalchemy as sa
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from aiposter.core import pipeline, states
+from aiposter.core import credentials, pauses, pipeline, states
 from aiposter.core import queue as workqueue
 from aiposter.core.models import Post
 from aiposter.core.pipeline import Context
@@ -141,6 +143,9 @@ class Daemon:
         try:
             sweep_media(self.ctx)
             flag_tokens(self.ctx)
+            for scope in pauses.lift_stale(self.ctx.engine, self.cfg):
+                log.info("pause.config_changed", extra=fields(scope=scope))
+            credentials.refresh_due(credentials.CredentialStore(self.ctx.engine, self.ctx.keyring, self.cfg))
         except Exception:  # noqa: BLE001
             log.exception("daemon.housekeeping_failed")
 

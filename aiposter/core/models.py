@@ -76,8 +76,10 @@ class Connection(SQLModel, table=True):
     account_name: str = ""
     credentials: str | None = _text()  # ciphertext from aiposter.crypto, never plaintext
     scopes: str = ""
+    # When the *user* must reconnect (a long-lived token's end, e.g. Threads' 60 days); None when a
+    # refresh token keeps the connection alive (Google). Short access-token expiries live in the secrets.
     token_expires_at: datetime | None = None
-    status: str = "active"  # active | expired | revoked | error
+    status: str = "active"  # active | expiring | expired | needs_reauth | error
     last_error: str | None = _text()
     last_checked_at: datetime | None = None
     created_at: datetime = Field(default_factory=utcnow)
@@ -168,6 +170,7 @@ class Post(SQLModel, table=True):
     lease_owner: str | None = None
     lease_expires_at: datetime | None = None
     last_error: str | None = _text()
+    paused_by: str | None = Field(default=None, index=True)  # the pause scope holding it (lifting releases it)
     media_key: str | None = None  # the prepared image in the media store (aiposter.core.media), in flight only
     media_bytes: int | None = None
     width: int | None = None
@@ -194,6 +197,7 @@ class PostTarget(SQLModel, table=True):
     attempts: int = 0
     next_attempt_at: datetime = Field(default_factory=utcnow)
     last_error: str | None = _text()
+    paused_by: str | None = Field(default=None, index=True)  # e.g. "connection:12" while it needs re-auth
     platform_post_id: str | None = None
     platform_url: str | None = _text()
     container_id: str | None = None  # the platform's container of the current attempt (from the handle)
@@ -206,6 +210,30 @@ class PostTarget(SQLModel, table=True):
     attempt_started_at: datetime | None = None
     pending_since: datetime | None = None
     published_at: datetime | None = None
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Pause(SQLModel, table=True):
+    """An adapter or account that every replica must leave alone until ``until``, and why.
+
+    ``scope`` names what is paused: ``captioner:openai``, ``source:google_drive``,
+    ``destination:instagram``, ``connection:12``. Posts and targets it holds name it in ``paused_by``, so
+    lifting it (deleting the row) releases them at once. ``fingerprint``: the configuration the fault was
+    seen with; a replica whose configuration differs lifts the pause. ``probe_*``: after ``until`` one
+    post at a time may try (half-open); its success lifts the pause."""
+
+    __tablename__ = "pause"
+    id: int | None = Field(default=None, primary_key=True)
+    scope: str = Field(sa_column=sa.Column(sa.String(200), nullable=False, unique=True))
+    connection_id: int | None = _fk("connection.id", nullable=True, index=False)  # gone with the account
+    until: datetime
+    code: str = ""
+    reason: str = _text(nullable=False)
+    failures: int = 1
+    fingerprint: str | None = None
+    probe_owner: str | None = None
+    probe_expires_at: datetime | None = None
+    created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 
 

@@ -26,7 +26,7 @@ import json
 import logging
 import threading
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from functools import partial
 from typing import Any
 
@@ -36,7 +36,7 @@ from sqlmodel import Session, select
 
 from aiposter import images, metrics
 from aiposter.config import Config
-from aiposter.core import registry, states
+from aiposter.core import credentials, pauses, registry, states
 from aiposter.core.errors import CaptionError, PublishError, StepError
 from aiposter.core.media import MediaStore, MediaUrls, post_key, store_for, urls_for
 from aiposter.core.models import (
@@ -57,22 +57,6 @@ from aiposter.logs import fields
 
 log = logging.getLogger("aiposter.pipeline")
 
-# Caption errors that mean "the provider is down or throttling", not "this image is a problem".
-OUTAGE_CODES = {"timeout", "rate_limited", "server_error", "connection", "overloaded"}
-# Errors of the whole install (bad API key, billing): every post would fail the same way, so captioning
-# waits for the operator instead, at the longest backoff, with the reason on every waiting post.
-INSTALL_CODES = {"auth", "quota"}
-
-
-@dataclass
-class Breaker:
-    """Per-provider pause: during an outage, captioning waits instead of burning every post's attempts."""
-
-    until: datetime | None = None
-    failures: int = 0
-    last_error: str = ""
-
-
 @dataclass
 class Context:
     """Everything a pipeline step needs. Adapters are built from the registry once per worker thread
@@ -82,9 +66,8 @@ class Context:
     engine: Engine
     owner: str = "local"
     keyring: Keyring | None = None  # decrypts connection credentials; signs media URLs
-    credentials: Any = None  # a CredentialStore (aiposter.core.credentials) once it lands
+    credentials: Any = None  # a CredentialStore; default: one on this engine and keyring
     media: MediaStore | None = None  # default: the install's store ([media])
-    breakers: dict[str, Breaker] = field(default_factory=dict)
     media_urls: MediaUrls | None = field(default=None, init=False)
     deps: registry.AdapterDeps = field(init=False)
     _local: threading.local = field(default_factory=threading.local, init=False, repr=False)
@@ -93,6 +76,8 @@ class Context:
     def __post_init__(self) -> None:
         if self.media is None:
             self.media = store_for(self.cfg)
+        if self.credentials is None and self.keyring is not None:
+            self.credentials = credentials.CredentialStore(self.engine, self.keyring, self.cfg)
         self.media_urls = urls_for(self.cfg, self.keyring)
         self.deps = registry.AdapterDeps(self.cfg, self.credentials, self.media, self.media_urls)
 
@@ -366,6 +351,7 @@ def _media_missing(ctx: Context, post_id: int, key: str | None) -> bool:
 
 def _advance(post: Post) -> None:
     post.step_attempts = 0
+    post.paused_by = None
     post.last_error = None
     post.next_attempt_at = utcnow()
     post.updated_at = utcnow()
@@ -384,36 +370,35 @@ def _caption(ctx: Context, post_id: int) -> bool:
             prompt_template=w.prompt_template, brand_voice=user.brand_voice,
             default_hashtags=list(user.default_hashtags or []),
         )
-    breaker = ctx.breakers.setdefault(name, Breaker())
-    now = utcnow()
-    if breaker.until and breaker.until > now:
-        _defer(ctx, post_id, breaker.until,
-               f"waiting: captioner {name} is unavailable ({breaker.last_error}); paused until "
-               f"{breaker.until:%H:%M:%S} UTC")
-        return False
+    # A captioner fault is a fault of the whole provider: it is paused in the database for every replica
+    # (see core/pauses.py), and posts wait for it instead of each failing the same way.
+    scope, fingerprint = f"captioner:{name}", pauses.captioner_fingerprint(ctx.cfg, name)
+    with session_scope(ctx.engine) as s:
+        admission = pauses.admit(s, scope, f"{ctx.owner}:post:{post_id}", fingerprint=fingerprint,
+                                 probe_seconds=ctx.cfg.daemon.lease_seconds)
+        if admission.held:
+            pauses.hold_post(s, post_id, scope, admission.until, admission.reason)
+            return False
     if _media_missing(ctx, post_id, key):
         return True
     try:
         result = metrics.timed(metrics.LLM_LATENCY.labels(captioner=name), ctx.captioner(name).caption, req)
     except CaptionError as exc:
         metrics.count_error("caption", name, exc)
-        if (not exc.permanent and exc.code in OUTAGE_CODES) or exc.code in INSTALL_CODES:
-            breaker.failures += 1
-            delay = ctx.backoff("caption").delay(breaker.failures)
-            if exc.code in INSTALL_CODES:
-                delay = ctx.cfg.retry.max_delay_seconds
-            if exc.retry_after:
-                delay = max(delay, exc.retry_after)
-            breaker.until = utcnow() + timedelta(seconds=delay)
-            breaker.last_error = str(exc)
-            log.warning("captioner.paused", extra=fields(post_id=post_id, captioner=name,
-                                                         seconds=round(delay), error=str(exc)))
-            _defer(ctx, post_id, breaker.until,
-                   f"waiting: captioner {name} is unavailable ({exc}); retrying in {delay:.0f}s")
+        if pauses.pauses_adapter(exc):
+            with session_scope(ctx.engine) as s:
+                p = pauses.pause(s, ctx.cfg, scope, exc, fingerprint=fingerprint)
+                pauses.hold_post(s, post_id, scope, p.until, pauses.describe(p))
+                add_event(s, post_id, states.DOWNLOADED, f"captioner {name} paused: {exc}")
             return False
+        if admission.probing:  # the provider answered; this image is the problem, not the provider
+            with session_scope(ctx.engine) as s:
+                pauses.lift(s, scope, f"post {post_id} reached the provider")
         _step_failed(ctx, post_id, states.DOWNLOADED, exc)
         return False
-    breaker.failures, breaker.until = 0, None
+    if admission.probing:
+        with session_scope(ctx.engine) as s:
+            pauses.lift(s, scope, f"post {post_id} was captioned")
     with session_scope(ctx.engine) as s:
         post = s.get(Post, post_id)
         post.status = states.CAPTIONED
@@ -429,16 +414,6 @@ def _caption(ctx: Context, post_id: int) -> bool:
         add_event(s, post_id, states.CAPTIONED, f"captioned by {name}{tokens}")
     log.info("post.captioned", extra=fields(post_id=post_id, captioner=name))
     return True
-
-
-def _defer(ctx: Context, post_id: int, until: datetime, reason: str) -> None:
-    """Wait without spending an attempt (the cause is outside this post)."""
-    with session_scope(ctx.engine) as s:
-        post = s.get(Post, post_id)
-        post.next_attempt_at = until
-        if post.last_error != reason:
-            post.last_error = reason
-        post.updated_at = utcnow()
 
 
 def _step_failed(ctx: Context, post_id: int, status: str, exc: StepError) -> None:
@@ -555,6 +530,8 @@ def _checkpoint(ctx: Context, target_id: int, handle: dict) -> None:
 
 
 def _publish_target(ctx: Context, post_id: int, target_id: int) -> None:
+    if credentials.hold_target(ctx.engine, ctx.cfg, target_id, ctx.owner):
+        return  # its account needs re-authorization, or its destination or account is paused
     with session_scope(ctx.engine) as s:
         post = s.get(Post, post_id)
         t = s.get(PostTarget, target_id)

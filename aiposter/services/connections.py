@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, select
 
 from aiposter.config import Config
+from aiposter.core import pauses
 from aiposter.core.models import Connection, OAuthState, User, utcnow
 from aiposter.crypto import Keyring, connection_context
 from aiposter.services import NotFound, get_owned, oauth
@@ -31,7 +32,9 @@ def get_connection(s: Session, connection_id: int, user: User) -> Connection:
 
 
 def delete_connection(s: Session, connection: Connection) -> None:
-    """Forget the account: the encrypted tokens go with the row; watch targets using it go too."""
+    """Forget the account: the encrypted tokens go with the row; watch targets using it go too. Targets
+    that waited for it to be reconnected are released, so they fail at once as disconnected."""
+    pauses.lift(s, f"connection:{connection.id}", "the account was disconnected")
     s.delete(connection)
     s.flush()
 
@@ -126,6 +129,8 @@ def store(s: Session, keyring: Keyring, user_id: int, provider: str,
         c.token_expires_at = a.expires_at
         c.status, c.last_error = "active", None
         c.updated_at = utcnow()
+        # Targets that waited for this account to be reconnected go now.
+        pauses.lift(s, f"connection:{c.id}", "the account was reconnected")
         out.append(c)
     s.flush()
     return out

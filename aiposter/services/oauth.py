@@ -20,6 +20,7 @@ from urllib.parse import urlencode
 import httpx
 
 from aiposter.config import Config
+from aiposter.core import faults
 from aiposter.core.models import utcnow
 from aiposter.services import Invalid, ServiceError
 
@@ -123,6 +124,8 @@ def _google_exchange(cfg: Config, code: str, redirect_uri: str, code_verifier: s
         about = _get_json(http, f"{cfg.oauth.google.drive_api_url}/about", "Google Drive",
                           params={"fields": "user(displayName,emailAddress,permissionId)"},
                           headers={"Authorization": f"Bearer {creds.token}"}).get("user") or {}
+    # The access token's one-hour expiry stays inside the secrets (housekeeping refreshes it); the
+    # connection itself does not expire while the refresh token is good, so Account.expires_at is None.
     expiry = creds.expiry.replace(tzinfo=utcnow().tzinfo) if creds.expiry else None
     return Account(
         account_id=str(about.get("permissionId") or about.get("emailAddress") or ""),
@@ -130,7 +133,7 @@ def _google_exchange(cfg: Config, code: str, redirect_uri: str, code_verifier: s
         credentials={"token": creds.token, "refresh_token": creds.refresh_token, "token_uri": creds.token_uri,
                      "client_id": creds.client_id, "scopes": granted,
                      "expiry": expiry.isoformat() if expiry else None},
-        scopes=granted, expires_at=expiry)
+        scopes=granted, expires_at=None)
 
 
 # --------------------------------------------------------------------------- Meta: Facebook Pages, Instagram
@@ -185,7 +188,7 @@ def _threads_exchange(cfg: Config, http: httpx.Client, code: str, redirect_uri: 
             "client_id": t.app_id, "client_secret": secret, "grant_type": "authorization_code",
             "redirect_uri": redirect_uri, "code": code})
     except httpx.HTTPError as exc:
-        raise OAuthFailed(f"Threads could not be reached: {_short(exc)}") from None
+        raise OAuthFailed(_unreachable(exc, "Threads", f"{t.graph_base_url}/oauth/access_token")) from None
     short = _json_or_fail(r, "Threads")
     long = _get_json(http, f"{t.graph_base_url}/access_token", "Threads", params={
         "grant_type": "th_exchange_token", "client_secret": secret, "access_token": _token(short, "Threads")})
@@ -208,20 +211,33 @@ def _get_json(http: httpx.Client, url: str, who: str, params: dict | None = None
     try:
         r = http.get(url, params=params, headers=headers)
     except httpx.HTTPError as exc:
-        raise OAuthFailed(f"{who} could not be reached: {_short(exc)}") from None
+        raise OAuthFailed(_unreachable(exc, who, url)) from None
     return _json_or_fail(r, who)
 
 
+def _unreachable(exc: Exception, who: str, url: str) -> str:
+    fault = faults.classify_exception(exc, url=url.split("?")[0])
+    return f"{who} could not be reached: {fault.message if fault else _short(exc)}"
+
+
 def _json_or_fail(r: httpx.Response, who: str) -> dict:
+    """The JSON object of a 200 answer, or OAuthFailed saying, through the shared classifier, whether
+    trying again later can help (an outage, a rate limit) or the provider refused."""
     try:
         body = r.json()
     except ValueError:
         body = None
-    if r.status_code != 200 or not isinstance(body, dict):
-        err = body.get("error") if isinstance(body, dict) else None
-        detail = (err.get("message") if isinstance(err, dict) else err) or f"HTTP {r.status_code}"
-        raise OAuthFailed(f"{who} refused the request: {str(detail)[:300]}")
-    return body
+    if r.status_code == 200 and isinstance(body, dict):
+        return body
+    fault = faults.classify_http(r.status_code, r.headers, body if body is not None else r.text)
+    detail = fault.message.split(": ", 1)[1] if ": " in fault.message else fault.message
+    if fault.kind in (faults.TRANSIENT, faults.RATE_LIMITED):
+        wait = f" (it asked to wait {fault.retry_after:.0f} s)" if fault.retry_after else ""
+        raise OAuthFailed(f"{who} is unavailable right now{wait}: {detail[:300]}; try connecting again later")
+    if fault.kind == faults.CONFIG:
+        raise OAuthFailed(f"{who} refused the request: {detail[:300]} (the server's [oauth] settings may be "
+                          "wrong; tell the operator)")
+    raise OAuthFailed(f"{who} refused the request: {detail[:300]}")
 
 
 def _token(body: dict, who: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
-from aiposter.core import states
+from aiposter.core import pauses, states
 from aiposter.core.media import MediaStore
 from aiposter.core.models import Post, PostEvent, PostTarget, User, Watch, utcnow
 from aiposter.core.pipeline import add_event
@@ -42,13 +42,17 @@ def events(s: Session, post: Post) -> list[PostEvent]:
 
 
 def retry_target(s: Session, post: Post, target_id: int) -> PostTarget:
-    """Send a failed (or skipped) target again. The post goes back to the step it needs."""
+    """Send a failed (or skipped) target again: the post goes back to the step it needs. A target that is
+    waiting (a retry time, or a pause holding it) becomes due now instead."""
     t = s.get(PostTarget, target_id)
     if t is None or t.post_id != post.id:
         raise NotFound(f"no target {target_id} on post {post.id}")
+    if t.status == states.T_PENDING and post.status in states.POST_ACTIVE:
+        _due_now(s, post, [t])
+        return t
     if t.status not in (states.T_FAILED, states.T_SKIPPED):
-        raise Invalid(f"target {target_id} is {t.status}; only failed or skipped targets can be retried",
-                      field="target_id")
+        raise Invalid(f"target {target_id} is {t.status}; only failed, skipped or waiting targets can be "
+                      "retried", field="target_id")
     t.status, t.attempts, t.next_attempt_at, t.updated_at = states.T_PENDING, 0, utcnow(), utcnow()
     # A new attempt: nothing of the failed one (its container, its wait) carries over.
     t.handle, t.container_id, t.step_started_at, t.attempt_started_at, t.pending_since = None, None, None, None, None
@@ -60,6 +64,33 @@ def retry_target(s: Session, post: Post, target_id: int) -> PostTarget:
     post.last_error = None
     add_event(s, post.id, states.T_PENDING, f"{t.platform}: retry requested", t.id)
     return t
+
+
+def retry_post(s: Session, post: Post) -> list[PostTarget]:
+    """Retry what can be retried now. An unfinished post that waits (for a retry time, or held by a
+    pause) becomes due now: a pause holding it is tested by this post at once (a provider's own
+    Retry-After is still honoured). A finished post sends its failed and skipped targets again."""
+    ts = targets(s, post)
+    if post.status in states.POST_ACTIVE:
+        if post.lease_owner and post.lease_expires_at and post.lease_expires_at > utcnow():
+            raise Conflict("the post is being processed right now; try again in a moment")
+        _due_now(s, post, [t for t in ts if t.status == states.T_PENDING])
+        return []
+    again = [t for t in ts if t.status in (states.T_FAILED, states.T_SKIPPED)]
+    if not again:
+        raise Invalid(f"post {post.id} is {post.status} and has no failed or skipped target to retry")
+    return [retry_target(s, post, t.id) for t in again]
+
+
+def _due_now(s: Session, post: Post, waiting: list[PostTarget]) -> None:
+    now = utcnow()
+    scopes = {post.paused_by} | {t.paused_by for t in waiting}
+    for scope in sorted(x for x in scopes if x):
+        pauses.expire(s, scope, now)
+    for t in waiting:
+        t.next_attempt_at, t.paused_by, t.updated_at = now, None, now
+    post.next_attempt_at, post.paused_by, post.updated_at = now, None, now
+    add_event(s, post.id, post.status, "retry requested: due now")
 
 
 def delete_post(s: Session, post: Post, media: MediaStore) -> None:
@@ -93,8 +124,21 @@ def waiting_for(s: Session, p: Post, now=None) -> str | None:
     if not watch.enabled:
         return "its watch is paused (resume the watch to continue)"
     if p.next_attempt_at > now:
-        return p.last_error or f"next step scheduled at {p.next_attempt_at:%Y-%m-%d %H:%M:%S} UTC"
+        return (_held_by(s, p, now) or p.last_error
+                or f"next step scheduled at {p.next_attempt_at:%Y-%m-%d %H:%M:%S} UTC")
     return "queued: its next step is due now"
+
+
+def _held_by(s: Session, p: Post, now) -> str | None:
+    """The pause holding the post (or one of its open targets), in words."""
+    scopes = [p.paused_by] if p.paused_by else []
+    if p.status in (states.CAPTIONED, states.PUBLISHING):
+        scopes += [t.paused_by for t in targets(s, p) if t.paused_by and t.status not in states.TARGET_TERMINAL]
+    for scope in scopes:
+        pause = pauses.get(s, scope)
+        if pause is not None:
+            return pauses.describe(pause, now)
+    return None
 
 
 def post_dict(s: Session, p: Post, detail: bool = False) -> dict:

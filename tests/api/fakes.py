@@ -30,6 +30,7 @@ class FakeOAuth:
         self.pages = [{"id": "p1", "name": "Bakery", "ig": {"id": "ig1", "username": "bakery.ig"}},
                       {"id": "p2", "name": "Garage", "ig": None}]
         self.grant_scope = DRIVE_SCOPE
+        self.revoked: set[str] = set()  # refresh tokens the user revoked (Google answers invalid_grant)
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -103,7 +104,13 @@ class FakeOAuth:
         if basic:  # client_secret_basic, as requests-oauthlib sends it; the body form is accepted too
             p["client_id"], _, p["client_secret"] = base64.b64decode(basic).decode().partition(":")
         if p.get("client_id") != CLIENT_ID or p.get("client_secret") != CLIENT_SECRET:
-            return 401, {"error": "invalid_client"}
+            return 401, {"error": "invalid_client", "error_description": "The OAuth client was not found."}
+        if p.get("grant_type") == "refresh_token":  # google-auth's Credentials.refresh
+            token = p.get("refresh_token", "")
+            if self.tokens.get(token) != "google-refresh" or token in self.revoked:
+                return 400, {"error": "invalid_grant", "error_description": "Token has been expired or revoked."}
+            return 200, {"access_token": self._token("google"), "expires_in": 3599, "token_type": "Bearer",
+                         "scope": self.grant_scope}
         req = self._take_code(p, CLIENT_ID)
         if req is None or p.get("grant_type") != "authorization_code":
             return 400, {"error": "invalid_grant", "error_description": "Bad code."}

@@ -135,3 +135,19 @@ def test_disconnect_deletes_the_tokens_and_the_targets_using_them(client, applic
         assert not any(c.id == cid for c in s.exec(sa.select(Connection)).scalars())
     assert client.get(f"/api/v1/watches/{w['id']}", headers=ann.headers).json()["targets"] == ["outbox"]
     assert client.get(f"/api/v1/connections/{cid}", headers=ann.headers).status_code == 404
+
+
+def test_a_drive_connection_does_not_expire_with_its_access_token(client, application, ann, fake_oauth):
+    """Google's one-hour access-token expiry is not the connection's: the refresh token keeps it alive,
+    so it is neither "expiring" at once nor "expired; reconnect" an hour later."""
+    from aiposter.services.connections import flag_expiring_tokens
+
+    code, state = fake_oauth.approve(start(client, ann, "google_drive")["authorize_url"])
+    [conn] = client.get("/api/v1/connections/google_drive/callback", params={"code": code, "state": state}).json()
+    assert conn["status"] == "active" and conn["token_expires_at"] is None
+    c, creds = stored(application, ann.id)["g-42"]
+    assert creds["expiry"] > utcnow().isoformat()  # the access token's expiry stays in the secrets
+    for later in (utcnow(), utcnow() + timedelta(hours=2)):
+        with session_scope(application.engine) as s:
+            assert flag_expiring_tokens(s, now=later) == []
+    assert client.get(f"/api/v1/connections/{c.id}", headers=ann.headers).json()["status"] == "active"

@@ -17,6 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 API_KEY = "sk-test-key"
+EXPIRED_KEY = "sk-expired-key"  # a key the provider knows but no longer accepts
 
 
 @dataclass
@@ -112,6 +113,7 @@ class FakeOpenAI(FakeServer):
     """``POST /v1/chat/completions`` with ``Authorization: Bearer``; base_url is ``origin + "/v1"``."""
 
     api_key: str | None = API_KEY  # None: accept any key, as local servers do
+    models: set[str] | None = None  # the models the server has; None: any
 
     @property
     def base_url(self) -> str:
@@ -119,12 +121,17 @@ class FakeOpenAI(FakeServer):
 
     def check(self, request: Recorded) -> Reply | None:
         if request.path != "/v1/chat/completions":
-            return openai_error(404, f"Unknown path {request.path}", "invalid_request_error")
+            return openai_error(404, f"Unknown request URL: POST {request.path}. Please check the URL for any "
+                                "typos, or see the API reference for the list of supported endpoints.",
+                                "invalid_request_error")
         if self.api_key and request.headers.get("authorization") != f"Bearer {self.api_key}":
             return openai_error(401, "Incorrect API key provided", "invalid_request_error", "invalid_api_key")
         body = request.json()
         if not body.get("model") or not isinstance(body.get("messages"), list):
-            return openai_error(400, "model and messages are required", "invalid_request_error")
+            return openai_error(400, "you must provide a model parameter", "invalid_request_error")
+        if self.models is not None and body["model"] not in self.models:
+            return openai_error(404, f"The model `{body['model']}` does not exist or you do not have access "
+                                "to it.", "invalid_request_error", "model_not_found")
         return None
 
     @staticmethod
@@ -168,15 +175,26 @@ class FakeGemini(FakeServer):
     """``POST /v1beta/models/{model}:generateContent`` with ``x-goog-api-key``; base_url is the origin."""
 
     base_url = FakeServer.origin
+    models: set[str] | None = None  # the models the API has; None: any
 
     def check(self, request: Recorded) -> Reply | None:
         path = request.path.split("?")[0]
         if not (path.startswith("/v1beta/models/") and path.endswith(":generateContent")):
-            return gemini_error(404, "NOT_FOUND", f"Unknown path {path}")
-        if request.headers.get("x-goog-api-key") != API_KEY:
-            return gemini_error(400, "INVALID_ARGUMENT", "API key not valid. Please pass a valid API key.")
+            # What Google's front end answers for an unknown path: an HTML page, not the JSON envelope.
+            return Reply(404, "<!DOCTYPE html><html><title>Error 404 (Not Found)!!1</title><p>The requested "
+                         f"URL <code>{path}</code> was not found on this server.</p></html>")
+        key = request.headers.get("x-goog-api-key")
+        if key == EXPIRED_KEY:
+            return gemini_key_error("API key expired. Please renew the API key.")
+        if key != API_KEY:
+            return gemini_key_error("API key not valid. Please pass a valid API key.")
         if not request.json().get("contents"):
             return gemini_error(400, "INVALID_ARGUMENT", "contents is not specified")
+        model = self.model(request)
+        if self.models is not None and model not in self.models:
+            return gemini_error(404, "NOT_FOUND", f"models/{model} is not found for API version v1beta, or is "
+                                "not supported for generateContent. Call ListModels to see the list of "
+                                "available models and their supported methods.")
         return None
 
     @staticmethod
@@ -227,6 +245,14 @@ def gemini_error(code: int, status: str, message: str, *, details: list[dict] | 
     return Reply(code, {"error": error}, headers or {}, delay)
 
 
+def gemini_key_error(message: str) -> Reply:
+    """Google's answer to a key it refuses: HTTP 400 whose structured details carry the reason."""
+    return gemini_error(400, "INVALID_ARGUMENT", message, details=[
+        {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID",
+         "domain": "googleapis.com", "metadata": {"service": "generativelanguage.googleapis.com"}},
+        {"@type": "type.googleapis.com/google.rpc.LocalizedMessage", "locale": "en-US", "message": message}])
+
+
 # --------------------------------------------------------------------------- Anthropic messages
 
 
@@ -234,6 +260,7 @@ class FakeAnthropic(FakeServer):
     """``POST /v1/messages`` with the key and ``anthropic-version``; base_url is the origin."""
 
     base_url = FakeServer.origin
+    models: set[str] | None = None  # the models the API has; None: any
 
     def check(self, request: Recorded) -> Reply | None:
         if request.path != "/v1/messages":
@@ -246,6 +273,8 @@ class FakeAnthropic(FakeServer):
         body = request.json()
         if not isinstance(body.get("max_tokens"), int) or not body.get("model"):
             return anthropic_error(400, "invalid_request_error", "max_tokens: Field required")
+        if self.models is not None and body["model"] not in self.models:
+            return anthropic_error(404, "not_found_error", f"model: {body['model']}")
         return None
 
     @staticmethod
@@ -283,3 +312,9 @@ def anthropic_error(status: int, type_: str, message: str, *, headers: dict[str,
                     delay: float = 0.0) -> Reply:
     body = {"type": "error", "error": {"type": type_, "message": message}, "request_id": "req_1"}
     return Reply(status, body, headers or {}, delay)
+
+
+def anthropic_credit_too_low() -> Reply:
+    """What Anthropic answers once the account's prepaid credit is used up (HTTP 400, not 402)."""
+    return anthropic_error(400, "invalid_request_error", "Your credit balance is too low to access the Anthropic "
+                           "API. Please go to Plans & Billing to upgrade or purchase credits.")

@@ -13,7 +13,7 @@ from test_pipeline import add_watch, make_due
 
 from aiposter import metrics
 from aiposter.core import states
-from aiposter.core.models import Post, utcnow
+from aiposter.core.models import Pause, Post, utcnow
 from aiposter.db import session_scope
 
 from .fakes import FakeOpenAI, openai_completion, openai_error
@@ -42,14 +42,14 @@ def test_outage_then_recovery_through_the_pipeline(make_ctx, tmp_path):
         with session_scope(ctx.engine) as s:
             waiting = list(s.exec(select(Post).order_by(Post.id)))
         assert [p.status for p in waiting] == [states.DOWNLOADED, states.DOWNLOADED]
-        assert all("captioner openai is unavailable" in p.last_error and "503" in p.last_error for p in waiting)
+        assert all("captioner openai is paused" in p.last_error and "503" in p.last_error for p in waiting)
         assert len(fake.requests) == 1  # paused after the first failure, not one failure per post
         assert outage._value.get() == counted + 1  # visible in /metrics as aiposter_errors_total
 
         fake.reply(openai_completion(answer(), usage=(900, 50)))
-        ctx.breakers["openai"].until = None
-        with session_scope(ctx.engine) as s:
-            s.execute(sa.update(Post).values(next_attempt_at=utcnow()))
+        with session_scope(ctx.engine) as s:  # time passes: the pause ends, the first post due probes
+            s.execute(sa.update(Pause).values(until=utcnow()))
+            s.execute(sa.update(Post).where(Post.id == waiting[0].id).values(next_attempt_at=utcnow()))
         drain(ctx)
         with session_scope(ctx.engine) as s:
             done = list(s.exec(select(Post).order_by(Post.id)))

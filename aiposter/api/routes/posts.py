@@ -33,9 +33,19 @@ def get_post(post_id: PathId, user: CurrentUser, s: DB) -> PostDetail:
     return PostDetail.model_validate(posts.post_dict(s, posts.get_post(s, post_id, user), detail=True))
 
 
-@router.post("/{post_id}/targets/{target_id}/retry", response_model=PostDetail, responses=responses(404))
+@router.post("/{post_id}/retry", response_model=PostDetail, responses=responses(404, 409, 422))
+def retry_post(post_id: PathId, user: CurrentUser, s: DB) -> PostDetail:
+    """A waiting post becomes due now (a pause holding it is tested by this post; a provider's own
+    Retry-After is still honoured); a finished post sends its failed and skipped targets again."""
+    p = posts.get_post(s, post_id, user)
+    posts.retry_post(s, p)
+    s.flush()
+    return PostDetail.model_validate(posts.post_dict(s, p, detail=True))
+
+
+@router.post("/{post_id}/targets/{target_id}/retry", response_model=PostDetail, responses=responses(404, 422))
 def retry_target(post_id: PathId, target_id: PathId, user: CurrentUser, s: DB) -> PostDetail:
-    """Send a failed or skipped target again."""
+    """Send a failed or skipped target again; a waiting target becomes due now."""
     p = posts.get_post(s, post_id, user)
     posts.retry_target(s, p, target_id)
     s.flush()
