@@ -6,8 +6,8 @@
   edited or "poll now"-ed while running are picked up on the next tick; a leased watch is never
   polled twice at once.
 * ``renew`` (every third of ``daemon.lease_seconds``): extend the leases this process holds.
-* ``housekeeping``: delete media of finished posts left by a crash; flag account tokens that expire
-  within a week or have expired (status and reason on the connection, a warning in the log).
+* ``housekeeping``: delete media of finished posts and outbox temp files left by a crash; flag account
+  tokens that expire within a week or have expired (status and reason on the connection, a warning in the log).
 
 Several replicas on one PostgreSQL share the work through the same claims; nothing else is needed.
 """
@@ -19,6 +19,7 @@ import os
 import queue
 import socket
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -141,6 +142,7 @@ class Daemon:
     def housekeeping(self) -> None:
         try:
             sweep_media(self.ctx)
+            sweep_outbox_temps(self.ctx)
             flag_tokens(self.ctx)
         except Exception:  # noqa: BLE001
             log.exception("daemon.housekeeping_failed")
@@ -175,6 +177,29 @@ def flag_tokens(ctx: Context) -> None:
         for c in flag_expiring_tokens(s):
             log.warning(f"connection.{c.status}", extra=fields(connection_id=c.id, user_id=c.user_id,
                                                                provider=c.provider, reason=c.last_error))
+
+
+def sweep_outbox_temps(ctx: Context, min_age_seconds: float | None = None) -> int:
+    """Delete the outbox's temp files (``.post-*.tmp``) left by a write cut off by a crash or a kill.
+
+    A write takes milliseconds, so a temp file older than a lease (at least a minute) belongs to no live
+    writer on any replica: the publish it was part of is retried and writes its own."""
+    outbox = Path(ctx.cfg.publishers.outbox.directory)
+    if not outbox.is_dir():
+        return 0
+    min_age = max(60.0, ctx.cfg.daemon.lease_seconds) if min_age_seconds is None else min_age_seconds
+    cutoff = time.time() - min_age
+    removed = 0
+    for p in outbox.glob(".post-*.tmp"):
+        try:
+            if p.lstat().st_mtime < cutoff:
+                p.unlink()
+                removed += 1
+        except FileNotFoundError:
+            continue
+    if removed:
+        log.info("outbox.temps_swept", extra=fields(count=removed))
+    return removed
 
 
 def sweep_media(ctx: Context) -> int:

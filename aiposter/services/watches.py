@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from aiposter.images import remove_media
 from aiposter.services import Invalid, get_owned
 
 PLATFORM_PROVIDER = {"facebook": "facebook", "instagram": "instagram", "threads": "threads"}
+# An email goes into a path only if it is one plain path component ("a/../../etc@x" is a valid address).
+SAFE_EMAIL_COMPONENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+@-]*")
 # Polling a local folder is cheap; a Drive poll spends the user's API quota.
 MIN_INTERVAL = {"local": 1, "google_drive": 30}
 
@@ -52,6 +55,34 @@ def parse_target(s: Session, user: User, text: str) -> tuple[str, int | None]:
     return platform, c.id
 
 
+def local_roots(cfg: Config, user: User) -> list[Path]:
+    """The folders under which ``user`` may watch local folders: ``sources.local_roots`` with
+    ``{user_id}`` and ``{email}`` filled in for this user (every configured root names one of them, so no
+    root is shared between users). The one rule for the API, the CLI and every poll."""
+    roots = []
+    for template in cfg.sources.local_roots:
+        if "{email}" in template and not SAFE_EMAIL_COMPONENT.fullmatch(user.email or ""):
+            continue  # this user's email cannot be a path component: no root from this template
+        path = template.replace("{user_id}", str(user.id)).replace("{email}", user.email)
+        roots.append(Path(path).expanduser().resolve())
+    return roots
+
+
+def folder_problem(cfg: Config, user: User, watch: Watch) -> str | None:
+    """Why this local watch may not read its folder now, or None. Checked at every poll, because roots
+    change with the config, and the folder's owner is who the roots are for. (That no component of the
+    folder became a symlink since it was checked is enforced by the source, which opens it without
+    following any.)"""
+    if watch.source != "local" or watch.folder_set_by_admin:
+        return None
+    folder = Path(watch.folder)
+    if not any(folder.is_relative_to(r) for r in local_roots(cfg, user)):
+        return (f"folder {watch.folder} is outside this account's local folders (sources.local_roots); "
+                "not read. Point the watch at a folder under them, or ask an admin to set it "
+                "(aiposter watch edit ID --folder PATH)")
+    return None
+
+
 def _validate(s: Session, cfg: Config, user: User, spec: WatchSpec, watch: Watch | None,
               allow_any_folder: bool) -> None:
     source = spec.source or (watch.source if watch else "local")
@@ -82,11 +113,12 @@ def _validate(s: Session, cfg: Config, user: User, spec: WatchSpec, watch: Watch
             raise Invalid("folder must not be empty", field="folder")
         if source == "local":
             folder = Path(spec.folder).expanduser().resolve()
+            # Roots first: whether a path outside them exists is none of the user's business.
+            if not allow_any_folder and not any(folder.is_relative_to(r) for r in local_roots(cfg, user)):
+                raise Invalid("local folders are limited to this account's folders under the server's "
+                              "sources.local_roots", field="folder")
             if not folder.is_dir():
                 raise Invalid(f"folder {folder} does not exist or is not a directory", field="folder")
-            roots = [Path(r).expanduser().resolve() for r in cfg.sources.local_roots]
-            if not allow_any_folder and not any(folder.is_relative_to(r) for r in roots):
-                raise Invalid("local folders are limited to the operator's sources.local_roots", field="folder")
     if source == "google_drive":
         cid = spec.source_connection_id or (watch.source_connection_id if watch else None)
         c = s.get(Connection, cid) if cid else None
@@ -95,7 +127,7 @@ def _validate(s: Session, cfg: Config, user: User, spec: WatchSpec, watch: Watch
                           field="source_connection_id")
 
 
-def _apply(s: Session, user: User, watch: Watch, spec: WatchSpec) -> None:
+def _apply(s: Session, user: User, watch: Watch, spec: WatchSpec, allow_any_folder: bool) -> None:
     for f in fields(spec):
         value = getattr(spec, f.name)
         if value is None or f.name == "targets":
@@ -103,6 +135,7 @@ def _apply(s: Session, user: User, watch: Watch, spec: WatchSpec) -> None:
         if f.name == "folder" and (spec.source or watch.source) == "local":
             value = str(Path(value).expanduser().resolve())
             watch.folder_name = Path(value).name
+            watch.folder_set_by_admin = allow_any_folder
         if f.name == "captioner" and value == "":
             value = None
         setattr(watch, f.name, value)
@@ -129,7 +162,8 @@ def create_watch(s: Session, cfg: Config, user: User, spec: WatchSpec, allow_any
     s.flush()
     if spec.targets is None:
         spec.targets = ["outbox"]
-    _apply(s, user, watch, spec)
+    _apply(s, user, watch, spec, allow_any_folder)
+    watch.baseline_at = watch.created_at
     if not watch.name:
         watch.name = watch.folder_name or f"watch {watch.id}"
     s.flush()
@@ -140,10 +174,11 @@ def update_watch(s: Session, cfg: Config, user: User, watch: Watch, spec: WatchS
                  allow_any_folder: bool = False) -> Watch:
     _validate(s, cfg, user, spec, watch, allow_any_folder)
     folder_changed = spec.folder is not None and spec.folder != watch.folder
-    _apply(s, user, watch, spec)
+    _apply(s, user, watch, spec, allow_any_folder)
     if folder_changed:
         # A new folder gets a new baseline, like a new watch.
         watch.baseline_done = False
+        watch.baseline_at = utcnow()
         watch.cursor = None
     if spec.interval_seconds is not None or spec.enabled:
         watch.next_poll_at = utcnow()
@@ -198,10 +233,17 @@ def watch_dict(s: Session, w: Watch, targets: list[str] | None = None) -> dict:
         "interval_seconds": w.interval_seconds, "targets": targets,
         "prompt_template": w.prompt_template, "captioner": w.captioner, "backfill": w.backfill,
         "maximum_age_hours": w.maximum_age_hours, "min_spacing_seconds": w.min_spacing_seconds,
-        "enabled": w.enabled, "baseline_done": w.baseline_done,
+        "enabled": w.enabled, "status": watch_status(w), "baseline_done": w.baseline_done,
         "last_poll_at": _iso(w.last_poll_at), "last_poll_error": w.last_poll_error,
         "next_poll_at": _iso(w.next_poll_at), "created_at": _iso(w.created_at),
     }
+
+
+def watch_status(w: Watch) -> str:
+    """``error`` while the last poll failed (its reason is ``last_poll_error``), else active or paused."""
+    if w.last_poll_error:
+        return "error"
+    return "active" if w.enabled else "paused"
 
 
 def _iso(dt) -> str | None:
