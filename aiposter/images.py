@@ -21,6 +21,7 @@ HEIC/HEIF decode through pillow-heif (libheif).
 from __future__ import annotations
 
 import io
+import logging
 import os
 import threading
 import warnings
@@ -44,6 +45,8 @@ try:  # HEIC/HEIF support is a dependency, but keep the module importable withou
     HEIF = True
 except ImportError:  # pragma: no cover
     HEIF = False
+
+log = logging.getLogger("aiposter.images")
 
 EXIF_DATETIME_ORIGINAL = 0x9003
 EXIF_DATETIME = 0x0132
@@ -208,6 +211,10 @@ def open_untrusted(path: Path, max_pixels: int, reduce_to: int | None = None) ->
         raise ImageError(f"the image is corrupt or truncated: {exc}", code="corrupt") from None
     except MemoryError:
         raise ImageError("the image needs too much memory to decode", code="too_many_pixels") from None
+    except Exception as exc:  # noqa: BLE001 - a parser fed hostile bytes fails in many ways (found by fuzzing:
+        # TypeError from Pillow's PNG decoder setup); every one means this file cannot be posted.
+        log.info("image.decoder_error", exc_info=True)
+        raise ImageError(f"the image could not be decoded ({type(exc).__name__}: {exc})", code="corrupt") from None
 
 
 def _shrink(img: Image.Image, max_edge: int) -> Image.Image:
