@@ -235,9 +235,7 @@ def _shrink(img: Image.Image, max_edge: int) -> Image.Image:
         scale = max_edge / max(im.size)
         size = (max(1, round(im.size[0] * scale)), max(1, round(im.size[1] * scale)))
         im = im.resize(size, Image.Resampling.LANCZOS)
-    elif im is img:
-        im = img.copy()
-    return im
+    return im  # may be ``img`` itself (a 12 MP JPEG decoded at 1/2 is already the right size)
 
 
 def _to_srgb(im: Image.Image, icc: bytes | None) -> Image.Image:
@@ -273,15 +271,16 @@ def prepare(src: Path, dest: Path, *, max_pixels: int, max_edge: int, quality: i
         icc = img.info.get("icc_profile")
         with budget.reserve(estimate_bytes(img)):
             small = _shrink(img, max_edge)
-    if orientation in _TRANSPOSE:
-        small = small.transpose(_TRANSPOSE[orientation])
-    small = _to_srgb(small, icc)
-    # A fresh image from the pixels alone: nothing of the source's info (comment, EXIF, XMP, ICC) can
-    # ride along, whatever the encoder picks up from ``info``.
-    out = Image.frombytes("RGB", small.size, small.tobytes())
-    buf = io.BytesIO()
-    # No optimize=True: it doubles the encode time for ~5 % fewer bytes, which the platforms re-encode.
-    out.save(buf, format="JPEG", quality=quality)
+            if orientation in _TRANSPOSE:
+                small = small.transpose(_TRANSPOSE[orientation])
+            out = _to_srgb(small, icc)
+            # Metadata reaches a JPEG only two ways: keyword arguments of save() (none given here) and the
+            # image's ``info`` (Pillow writes info["comment"] as a COM segment). ``out`` may still be the
+            # decoded source image itself, so its info goes. tests/test_images.py checks every segment.
+            out.info = {}
+            buf = io.BytesIO()
+            # No optimize=True: it doubles the encode time for ~5 % fewer bytes; the platforms re-encode.
+            out.save(buf, format="JPEG", quality=quality)
     data = buf.getvalue()
     write_atomic(dest, data)
     return PreparedImage(dest, out.size[0], out.size[1], len(data), captured, fmt)
