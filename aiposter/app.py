@@ -95,6 +95,8 @@ def ensure_quickstart(app: App) -> Watch | None:
             owner = users.create_user(s, qs.owner_email, display_name="Owner", role="admin")
         existing = s.exec(select(Watch).where(Watch.user_id == owner.id, Watch.name == "quickstart")).first()
         if existing is not None:
+            if existing.folder == str(inbox) and not existing.folder_set_by_admin:
+                existing.folder_set_by_admin = True  # the operator's own inbox, from the config file
             return existing
         try:
             w = watches.create_watch(s, app.cfg, owner, watches.WatchSpec(

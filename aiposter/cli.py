@@ -390,9 +390,8 @@ def watch_list(user: Annotated[str | None, typer.Option("--user")] = None, as_js
     else:
         for r in rows:
             r["targets"] = ",".join(r["targets"])
-            r["state"] = "error" if r["last_poll_error"] else ("on" if r["enabled"] else "paused")
-        print_table(rows, ["id", "name", "source", "folder", "interval_seconds", "targets", "state",
-                           "last_poll_at"])
+        print_table(rows, ["id", "name", "source", "folder", "interval_seconds", "targets", "status",
+                           "last_poll_at", "last_poll_error"])
 
 
 @watch_app.command("show")

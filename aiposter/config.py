@@ -19,7 +19,7 @@ import typing
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 ENV_PREFIX = "AIPOSTER_"
 CONFIG_ENV = "AIPOSTER_CONFIG"
@@ -79,9 +79,14 @@ class RetryConfig(Section):
 
 class ImagesConfig(Section):
     max_file_bytes: int = Field(50 * 1024 * 1024, ge=1024)
-    max_pixels: int = Field(100_000_000, ge=10_000)
-    max_edge: int = Field(4096, ge=320, le=16384)
-    jpeg_quality: int = Field(90, ge=50, le=100)
+    # 64 MP: every phone (48-50 MP) and camera body up to 61 MP in any format; JPEGs are decoded at
+    # reduced size, so 100-200 MP JPEGs (medium format, 200 MP phone modes) fit as well.
+    max_pixels: int = Field(64_000_000, ge=10_000)
+    # The largest size any destination uses: Facebook 2048 px (Instagram 1440, Threads 1440).
+    max_edge: int = Field(2048, ge=320, le=16384)
+    jpeg_quality: int = Field(85, ge=50, le=100)
+    # Memory all image decodes of one process may hold at once (a larger single decode runs alone).
+    decode_memory_mb: int = Field(640, ge=16)
 
 
 class WatchDefaultsConfig(Section):
@@ -160,7 +165,21 @@ class PublishersConfig(Section):
 
 
 class SourcesConfig(Section):
+    # Per-user folder templates: each names its user with {user_id} or {email}, so no root is shared.
     local_roots: list[str] = []
+
+    @field_validator("local_roots")
+    @classmethod
+    def _per_user(cls, roots: list[str]) -> list[str]:
+        for root in roots:
+            rest = root.replace("{user_id}", "").replace("{email}", "")
+            if "{" in rest or "}" in rest:
+                raise ValueError(f"{root!r}: the only placeholders are {{user_id}} and {{email}}")
+            if rest == root:
+                raise ValueError(f"{root!r} would be shared by every user: name the user in it with "
+                                 "{user_id} or {email} (e.g. /srv/photos/{user_id}); an admin can still set "
+                                 "any folder with the CLI")
+        return roots
 
 
 class QuickstartConfig(Section):

@@ -31,7 +31,7 @@ def config(data: Path, url: str, port: int):
 
     return Config.model_validate({
         "db": {"url": url}, "daemon": {"data_dir": str(data)}, "quickstart": {"enabled": False},
-        "sources": {"local_roots": [str(data)]}, "log": {"level": "WARNING"},
+        "sources": {"local_roots": [str(data / "{user_id}")]}, "log": {"level": "WARNING"},
         "api": {"host": "127.0.0.1", "port": port, "access_log": False}})
 
 
@@ -46,7 +46,8 @@ def seed(cfg, n_posts: int) -> None:
         with session_scope(app.engine) as s:
             user = users.create_user(s, "bench@example.com", PASSWORD)
             other = users.create_user(s, "other@example.com", PASSWORD)
-            ids = [watches.create_watch(s, cfg, u, watches.WatchSpec(folder=str(cfg.data_dir), name=f"w{i}")).id
+            ids = [watches.create_watch(s, cfg, u, watches.WatchSpec(folder=str(cfg.data_dir), name=f"w{i}"),
+                                         allow_any_folder=True).id
                    for i, u in enumerate([user] * 10 + [other] * 10)]
             uid, oid = user.id, other.id
         now, statuses = utcnow(), ["published", "failed", "partial", "skipped"]

@@ -1,10 +1,14 @@
-"""Image-preparation cost and bytes sent to an LLM, per 12 MP JPEG and per 12 MP HEIC.
+"""Image-preparation cost against its ceiling, and bytes sent to an LLM, per 12 MP JPEG and per 12 MP HEIC.
 
     .venv/bin/python bench/images.py [--runs 5] [--max-edge 1568]
 
-For each case a fresh subprocess prepares the photo ``--runs`` times (``aiposter.images.prepare``, then
-the captioner's ``imaging.downscale``) and reports the median time of each step and its own peak RSS
-(and the RSS after imports, the interpreter's share), so one case's memory cannot hide another's.
+For each case a fresh subprocess prepares the photo ``--runs`` times (``aiposter.images.prepare`` with the
+default config, then the captioner's ``imaging.downscale``) and reports the median time of each step and
+its own peak RSS (and the RSS after imports, the interpreter's share), so one case's memory cannot hide
+another's. Beside it, in the same run, another fresh subprocess measures the **ceiling**: bare Pillow doing
+the least work that gives the same output (JPEG: ``draft`` at 1/2, resize to ``images.max_edge`` if still
+larger, encode at the same quality; HEIC: decode, resize, encode), and each figure is printed with the
+ratio to its ceiling (goal, issue 13: JPEG <= 1.3x the time, <= 150 MB peak).
 "Bytes sent" is the base64 payload in the provider request: the prepared JPEG as it would go without the
 LLM downscale ("before"), and the downscaled copy ("after").
 
@@ -57,17 +61,19 @@ def peak_rss_mb() -> float:
 def measure(src: Path, runs: int, max_edge: int) -> dict:
     """Runs in the child: time prepare and downscale, report sizes and peak RSS."""
     from aiposter.captioners.imaging import downscale
+    from aiposter.config import Config
     from aiposter.images import prepare
 
+    im = Config().images
     baseline_mb = peak_rss_mb()
     prepare_ms, downscale_ms = [], []
     with tempfile.TemporaryDirectory() as tmp:
         dest = Path(tmp) / "prepared.jpg"
         for _ in range(runs):
             t0 = time.perf_counter()
-            prepared = prepare(src, dest, max_pixels=100_000_000, max_edge=4096)
+            prepared = prepare(src, dest, max_pixels=im.max_pixels, max_edge=im.max_edge, quality=im.jpeg_quality)
             t1 = time.perf_counter()
-            image = downscale(dest, max_edge=max_edge, max_pixels=100_000_000)
+            image = downscale(dest, max_edge=max_edge, max_pixels=im.max_pixels)
             t2 = time.perf_counter()
             prepare_ms.append((t1 - t0) * 1000)
             downscale_ms.append((t2 - t1) * 1000)
@@ -85,14 +91,41 @@ def measure(src: Path, runs: int, max_edge: int) -> dict:
     }
 
 
+def ceiling(src: Path, runs: int) -> dict:
+    """Runs in the child: the least Pillow can do for the same output (no orientation, no colour work)."""
+    import io
+
+    from PIL import Image
+
+    import aiposter.images  # noqa: F401 - registers the HEIF opener with the same decode threads
+    from aiposter.config import Config
+
+    im = Config().images
+    baseline_mb = peak_rss_mb()
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        with Image.open(src) as img:
+            if img.format == "JPEG":
+                img.draft("RGB", (img.size[0] // 2, img.size[1] // 2))
+            img.thumbnail((im.max_edge, im.max_edge), Image.Resampling.LANCZOS, reducing_gap=None)
+            img.save(io.BytesIO(), "JPEG", quality=im.jpeg_quality)
+        times.append((time.perf_counter() - t0) * 1000)
+    return {"prepare_ms": statistics.median(times), "peak_mb": peak_rss_mb(), "baseline_mb": baseline_mb}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--max-edge", type=int, default=1568, help="the providers' max_image_edge")
     parser.add_argument("--child", nargs=1, metavar="FILE", help=argparse.SUPPRESS)
+    parser.add_argument("--ceiling", nargs=1, metavar="FILE", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(measure(Path(args.child[0]), args.runs, args.max_edge)))
+        return
+    if args.ceiling:
+        print(json.dumps(ceiling(Path(args.ceiling[0]), args.runs)))
         return
 
     rows = []
@@ -100,21 +133,26 @@ def main() -> None:
         for case, (name, size, fmt) in CASES.items():
             path = Path(tmp) / name
             make_photo(path, size, fmt)
-            command = [sys.executable, __file__, "--child", str(path), "--runs", str(args.runs),
-                       "--max-edge", str(args.max_edge)]
-            out = subprocess.run(command, check=True, capture_output=True, text=True)
-            rows.append((case, json.loads(out.stdout)))
+            out = {}
+            for kind in ("--ceiling", "--child"):  # side by side: same photo, same moment, same machine
+                command = [sys.executable, __file__, kind, str(path), "--runs", str(args.runs),
+                           "--max-edge", str(args.max_edge)]
+                out[kind] = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
+            rows.append((case, out["--child"], out["--ceiling"]))
 
-    header = (f"{'case':<5} {'source':>9} {'prepared':>9} {'sent':>9} {'prepare':>9} {'downscale':>9} "
-              f"{'peak RSS':>9} {'(imports)':>9} {'b64 before':>11} {'b64 after':>10} {'saved':>6}")
-    print(f"median of {args.runs} runs; max_image_edge={args.max_edge}")
+    header = (f"{'case':<5} {'source':>9} {'prepared':>9} {'prepare':>9} {'ceiling':>9} {'ratio':>6} "
+              f"{'peak RSS':>9} {'ceiling':>8} {'ratio':>6} {'(imports)':>9} {'downscale':>9} {'sent':>9} "
+              f"{'b64 before':>11} {'b64 after':>10}")
+    print(f"median of {args.runs} runs; max_image_edge={args.max_edge}; goal: JPEG prepare <= 1.3x ceiling, "
+          "<= 150 MB peak")
     print(header)
     print("-" * len(header))
-    for case, r in rows:
-        print(f"{case:<5} {r['source_bytes'] / 1e6:>7.2f}MB {r['prepared']:>9} {r['sent']:>9} "
-              f"{r['prepare_ms']:>7.0f}ms {r['downscale_ms']:>7.0f}ms {r['peak_mb']:>7.0f}MB "
-              f"{r['baseline_mb']:>7.0f}MB {r['b64_before'] / 1e6:>9.2f}MB {r['b64_after'] / 1e6:>8.2f}MB "
-              f"{1 - r['b64_after'] / r['b64_before']:>6.0%}")
+    for case, r, c in rows:
+        print(f"{case:<5} {r['source_bytes'] / 1e6:>7.2f}MB {r['prepared']:>9} "
+              f"{r['prepare_ms']:>7.0f}ms {c['prepare_ms']:>7.0f}ms {r['prepare_ms'] / c['prepare_ms']:>5.2f}x "
+              f"{r['peak_mb']:>7.0f}MB {c['peak_mb']:>6.0f}MB {r['peak_mb'] / c['peak_mb']:>5.2f}x "
+              f"{r['baseline_mb']:>7.0f}MB {r['downscale_ms']:>7.0f}ms {r['sent']:>9} "
+              f"{r['b64_before'] / 1e6:>9.2f}MB {r['b64_after'] / 1e6:>8.2f}MB")
 
 
 if __name__ == "__main__":

@@ -91,7 +91,7 @@ def test_watch_rules_come_from_the_registry(ctx, tmp_path):
         with pytest.raises(Invalid, match="needs a connection id: instagram:<connection id>"):
             watches.create_watch(s, ctx.cfg, owner, watches.WatchSpec(folder=str(tmp_path), targets=["instagram"]),
                                  allow_any_folder=True)
-        with pytest.raises(Invalid, match="limited to the operator's sources.local_roots"):
+        with pytest.raises(Invalid, match="limited to this account's folders under the server's sources.local_roots"):
             watches.create_watch(s, ctx.cfg, owner, watches.WatchSpec(folder=str(tmp_path)))
         # A destination plugged in through the registry is a valid target at once.
         with registry.override(registry.DESTINATION, "scripted", lambda d: None):

@@ -179,6 +179,9 @@ class WatchOut(BaseModel):
     maximum_age_hours: float
     min_spacing_seconds: int
     enabled: bool
+    status: Literal["active", "paused", "error"] = Field(
+        description="error: the last poll failed (a missing folder, or one that escaped the allowed roots); "
+                    "last_poll_error says why, and the folder is not read until it is fixed.")
     baseline_done: bool
     last_poll_at: datetime | None
     last_poll_error: str | None

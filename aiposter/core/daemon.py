@@ -6,10 +6,10 @@
   edited or "poll now"-ed while running are picked up on the next tick; a leased watch is never
   polled twice at once.
 * ``renew`` (every third of ``daemon.lease_seconds``): extend the leases this process holds.
-* ``housekeeping``: delete media of finished posts left by a crash; flag account tokens that expire
-  within a week or have expired (status and reason on the connection, a warning in the log); refresh
-  access tokens that expire soon (a refused refresh token marks the connection ``needs_reauth``); lift
-  captioner pauses whose provider config changed since (see core/pauses.py).
+* ``housekeeping``: delete media of finished posts and outbox temp files left by a crash; flag account
+  tokens that expire within a week or have expired (status and reason on the connection, a warning in
+  the log); refresh access tokens that expire soon (a refused refresh token marks the connection
+  ``needs_reauth``); lift captioner pauses whose provider config changed since (see core/pauses.py).
 
 Several replicas on one PostgreSQL share the work through the same claims; nothing else is needed.
 """
@@ -21,7 +21,9 @@ import os
 import queue
 import socket
 import threading
+import time
 import uuid
+from pathlib import Path
 
 import sqlalchemy as sa
 from apscheduler.executors.pool import ThreadPoolExecutor
@@ -142,6 +144,7 @@ class Daemon:
     def housekeeping(self) -> None:
         try:
             sweep_media(self.ctx)
+            sweep_outbox_temps(self.ctx)
             flag_tokens(self.ctx)
             for scope in pauses.lift_stale(self.ctx.engine, self.cfg):
                 log.info("pause.config_changed", extra=fields(scope=scope))
@@ -179,6 +182,29 @@ def flag_tokens(ctx: Context) -> None:
         for c in flag_expiring_tokens(s):
             log.warning(f"connection.{c.status}", extra=fields(connection_id=c.id, user_id=c.user_id,
                                                                provider=c.provider, reason=c.last_error))
+
+
+def sweep_outbox_temps(ctx: Context, min_age_seconds: float | None = None) -> int:
+    """Delete the outbox's temp files (``.post-*.tmp``) left by a write cut off by a crash or a kill.
+
+    A write takes milliseconds, so a temp file older than a lease (at least a minute) belongs to no live
+    writer on any replica: the publish it was part of is retried and writes its own."""
+    outbox = Path(ctx.cfg.publishers.outbox.directory)
+    if not outbox.is_dir():
+        return 0
+    min_age = max(60.0, ctx.cfg.daemon.lease_seconds) if min_age_seconds is None else min_age_seconds
+    cutoff = time.time() - min_age
+    removed = 0
+    for p in outbox.glob(".post-*.tmp"):
+        try:
+            if p.lstat().st_mtime < cutoff:
+                p.unlink()
+                removed += 1
+        except FileNotFoundError:
+            continue
+    if removed:
+        log.info("outbox.temps_swept", extra=fields(count=removed))
+    return removed
 
 
 def sweep_media(ctx: Context) -> int:

@@ -105,7 +105,13 @@ class Watch(SQLModel, table=True):
     maximum_age_hours: float = 0.0  # 0: no limit
     min_spacing_seconds: int = 0
     enabled: bool = True
+    # True when an admin (the CLI) chose the folder: it need not lie under the owner's local roots.
+    folder_set_by_admin: bool = Field(default=False, sa_column=sa.Column(
+        sa.Boolean, nullable=False, server_default=sa.false()))
     baseline_done: bool = False
+    # Files that arrived before this moment are the baseline (not posted unless backfill): the folder as
+    # it was when the watch was created or pointed at a new folder, not as it is at the first poll.
+    baseline_at: datetime | None = None
     cursor: str | None = _text()  # source-specific resume state (e.g. a Drive changes token)
     next_poll_at: datetime = Field(default_factory=utcnow)
     last_poll_at: datetime | None = None
@@ -153,10 +159,15 @@ class Post(SQLModel, table=True):
         sa.Index("ix_post_due", "status", "next_attempt_at"),
         sa.Index("ix_post_user_created", "user_id", "id"),
         sa.Index("ix_post_user_status", "user_id", "status", "id"),  # GET /posts?status=... per user
+        sa.Index("ux_post_watch_content", "watch_id", "content_hash", unique=True),
     )
     id: int | None = Field(default=None, primary_key=True)
     user_id: int = _fk("user_account.id", index=False)
     watch_id: int = _fk("watch.id")
+    # SHA-256 of the source bytes, set at download; unique per watch among posts that are (or will be)
+    # published, so the same photo under a second name or copied again is not posted twice. Released
+    # (NULL) when a post ends failed or skipped, so dropping the file again gives it another chance.
+    content_hash: str | None = Field(default=None, sa_column=sa.Column(sa.String(64), nullable=True))
     source_file_id: int | None = _fk("source_file.id", nullable=True)
     source_ref: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
     file_name: str = ""

@@ -22,12 +22,14 @@ visible.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import threading
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -134,12 +136,20 @@ class PollResult:
 
 def poll_watch(ctx: Context, watch_id: int) -> PollResult:
     """List the watch's folder and turn each new, settled file into a post. The watch must be leased."""
+    from aiposter.services.watches import folder_problem
+
     with session_scope(ctx.engine) as s:
         w = s.get(Watch, watch_id)
         if w is None:
             return PollResult(error="watch deleted")
         ref = _watch_ref(w)
         source_name = w.source
+        # Re-checked at every poll, not only when the watch was made: roots change with the config.
+        problem = folder_problem(ctx.cfg, s.get(User, w.user_id), w)
+    if problem:
+        _finish_poll(ctx, watch_id, error=problem)
+        log.warning("watch.folder_refused", extra=fields(watch_id=watch_id, error=problem))
+        return PollResult(error=problem)
     try:
         listing = ctx.source(source_name).list(ref)
     except StepError as exc:
@@ -194,7 +204,9 @@ def _record_listing(ctx: Context, watch_id: int, listing: Listing) -> PollResult
                 sf = SourceFile(watch_id=w.id, ref=f.ref, name=f.name, size=f.size,
                                 fingerprint=f.fingerprint, source_time=f.arrived_at)
                 s.add(sf)
-                if first_poll and not w.backfill:
+                # The baseline is the folder when the watch was created: a file that arrived between
+                # then and this first poll is new (watches from before baseline_at existed: first poll).
+                if first_poll and not w.backfill and (w.baseline_at is None or f.arrived_at <= w.baseline_at):
                     sf.status, sf.reason = states.SF_BASELINE, "already in the folder when the watch started"
                     result.baseline += 1
                     continue
@@ -208,8 +220,20 @@ def _record_listing(ctx: Context, watch_id: int, listing: Listing) -> PollResult
                 if not settled:
                     result.settling += 1
                     continue
-            else:
+            elif same_version(sf.fingerprint, f.fingerprint):
+                if sf.fingerprint != f.fingerprint:
+                    sf.fingerprint = f.fingerprint  # the same version, recorded in the current format
                 continue  # seen before and already decided
+            else:
+                # A new version under a known name: a different photo saved as "image.jpg" again, or a copy
+                # that was still being written when it was taken (and failed as truncated) now complete.
+                # It is looked at again; the same bytes are still posted once (Post.content_hash).
+                sf.reason = f"changed after it was {sf.status}; looked at again"
+                sf.size, sf.fingerprint, sf.last_seen_at, sf.source_time = f.size, f.fingerprint, now, f.arrived_at
+                if not f.ready:
+                    sf.status = states.SF_SETTLING
+                    result.settling += 1
+                    continue
             if max_age is not None and now - f.arrived_at > max_age:
                 sf.status = states.SF_SKIPPED
                 sf.reason = (f"arrived {_ago(now - f.arrived_at)} ago, older than the watch's maximum_age "
@@ -236,6 +260,18 @@ def _record_listing(ctx: Context, watch_id: int, listing: Listing) -> PollResult
         log.info("watch.polled", extra=fields(watch_id=watch_id, queued=result.queued,
                                               baseline=result.baseline, skipped=result.skipped))
     return result
+
+
+def same_version(old: str, new: str) -> bool:
+    """Whether two fingerprints of one ref are the same version of the file. An empty fingerprint (a
+    source that gives none) never says "changed". Local fingerprints gained the inode
+    (``ino:size:mtime_ns``); one stored before that (``size:mtime_ns``) matches on what it has, so an
+    upgrade does not make every known file look new."""
+    if not old or not new or old == new:
+        return True
+    if old.count(":") == 1 and new.count(":") == 2:
+        return new.split(":", 1)[1] == old
+    return False
 
 
 def _create_post(s: Session, w: Watch, sf: SourceFile, f: RemoteFile, folder_name: str,
@@ -306,9 +342,14 @@ def _download(ctx: Context, post_id: int) -> bool:
     raw, work, key = media.work_path(post_id, "download"), media.work_path(post_id, "prepared"), post_key(post_id)
     try:
         ctx.source(source_name).fetch(ref, source_ref, raw, ctx.cfg.images.max_file_bytes)
+        duplicate = _claim_content(ctx, post_id, ref.id, _sha256(raw))
+        if duplicate is not None:
+            _skip_duplicate(ctx, post_id, duplicate)
+            return False
         im = ctx.cfg.images
         prepared = images.prepare(raw, work, max_pixels=im.max_pixels, max_edge=im.max_edge,
-                                  quality=im.jpeg_quality, max_bytes=im.max_file_bytes)
+                                  quality=im.jpeg_quality, max_bytes=im.max_file_bytes,
+                                  budget=images.decode_budget(im.decode_memory_mb * 1024 * 1024))
         media.put(key, work)
     except StepError as exc:
         metrics.count_error("download", source_name, exc)
@@ -347,6 +388,43 @@ def _media_missing(ctx: Context, post_id: int, key: str | None) -> bool:
         post.media_key = None
         add_event(s, post_id, states.DETECTED, "prepared image missing; downloading again")
     return True
+
+
+def _sha256(path: Path) -> str:
+    """The content identity of a downloaded file (~3 ms for a 5 MB photo, from the page cache)."""
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def _claim_content(ctx: Context, post_id: int, watch_id: int, digest: str) -> Post | None:
+    """Record the post's content hash; None if it is now the watch's only live post of these bytes, else
+    the post that already has them. The unique index (watch_id, content_hash) decides, so two workers
+    downloading two copies of one photo at once cannot both go on."""
+    for _ in range(3):
+        try:
+            with session_scope(ctx.engine) as s:
+                s.execute(sa.update(Post).where(Post.id == post_id).values(content_hash=digest))
+            return None
+        except sa.exc.IntegrityError:
+            with session_scope(ctx.engine) as s:
+                other = s.exec(select(Post).where(Post.watch_id == watch_id, Post.content_hash == digest,
+                                                  Post.id != post_id)).first()
+            if other is not None:
+                return other
+            # The other post ended (failed or skipped) and released the hash meanwhile: claim again.
+    raise StepError("could not record the photo's content hash", code="conflict")
+
+
+def _skip_duplicate(ctx: Context, post_id: int, other: Post) -> None:
+    reason = (f"the same photo (identical bytes) as post {other.id} ({other.file_name!r}, {other.status}); "
+              "not posted twice")
+    with session_scope(ctx.engine) as s:
+        post = s.get(Post, post_id)
+        for t in s.exec(select(PostTarget).where(PostTarget.post_id == post_id)):
+            t.status, t.last_error, t.updated_at = states.T_SKIPPED, reason, utcnow()
+        post.last_error = reason
+        _finish(s, ctx, post, states.SKIPPED, reason)
+    log.info("post.duplicate", extra=fields(post_id=post_id, same_as=other.id))
 
 
 def _advance(post: Post) -> None:
@@ -453,6 +531,8 @@ def _finish(s: Session, ctx: Context, post: Post, status: str, message: str) -> 
     post.finished_at = post.updated_at = utcnow()
     post.next_attempt_at = utcnow()
     post.media_key = None
+    if status in (states.FAILED, states.SKIPPED):
+        post.content_hash = None  # never posted: the same bytes dropped again get another chance
     add_event(s, post.id, status, message)
     # Image bytes live only while a post is in flight. If we crash between this commit and the delete,
     # the housekeeping sweep deletes the file instead.

@@ -2,7 +2,7 @@
 
 Adding a source or a destination is one module (exposing ``build(deps)``) plus one entry here: its name,
 the OAuth provider whose connection it needs, and for sources the minimum polling interval and an
-optional folder check (``validate_folder(cfg, folder, allow_any_folder) -> str`` in the same module,
+optional folder check (``validate_folder(cfg, user, folder, allow_any_folder) -> str`` in the same module,
 returning the folder as stored, raising ValueError with a message for the user). The services
 (watch validation, target parsing) and the pipeline read this table and nothing else.
 
@@ -185,9 +185,9 @@ def build(kind: str, name: str, deps: AdapterDeps):
     return _module(kind, name).build(deps)
 
 
-def validate_folder(name: str, cfg: Config, folder: str, allow_any_folder: bool) -> str:
+def validate_folder(name: str, cfg: Config, user, folder: str, allow_any_folder: bool) -> str:
     """Check a watch's folder with the source's own hook; returns it as it will be stored."""
     e = source(name)
     if not e.validate_folder:
         return folder
-    return getattr(_module(SOURCE, name), e.validate_folder)(cfg, folder, allow_any_folder)
+    return getattr(_module(SOURCE, name), e.validate_folder)(cfg, user, folder, allow_any_folder)

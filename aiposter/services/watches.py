@@ -14,6 +14,7 @@ from aiposter.core import registry
 from aiposter.core.media import MediaStore
 from aiposter.core.models import Connection, User, Watch, WatchTarget, utcnow
 from aiposter.services import Invalid, get_owned
+from aiposter.sources.local import local_roots  # noqa: F401 - the rule every caller uses
 
 
 @dataclass
@@ -50,6 +51,21 @@ def parse_target(s: Session, user: User, text: str) -> tuple[str, int | None]:
     return platform, c.id
 
 
+def folder_problem(cfg: Config, user: User, watch: Watch) -> str | None:
+    """Why this local watch may not read its folder now, or None. Checked at every poll, because roots
+    change with the config, and the folder's owner is who the roots are for. (That no component of the
+    folder became a symlink since it was checked is enforced by the source, which opens it without
+    following any.)"""
+    if watch.source != "local" or watch.folder_set_by_admin:
+        return None
+    folder = Path(watch.folder)
+    if not any(folder.is_relative_to(r) for r in local_roots(cfg, user)):
+        return (f"folder {watch.folder} is outside this account's local folders (sources.local_roots); "
+                "not read. Point the watch at a folder under them, or ask an admin to set it "
+                "(aiposter watch edit ID --folder PATH)")
+    return None
+
+
 def _validate(s: Session, cfg: Config, user: User, spec: WatchSpec, watch: Watch | None,
               allow_any_folder: bool) -> None:
     source = spec.source or (watch.source if watch else "local")
@@ -83,7 +99,7 @@ def _validate(s: Session, cfg: Config, user: User, spec: WatchSpec, watch: Watch
         if not spec.folder.strip():
             raise Invalid("folder must not be empty", field="folder")
         try:
-            spec.folder = registry.validate_folder(source, cfg, spec.folder, allow_any_folder)
+            spec.folder = registry.validate_folder(source, cfg, user, spec.folder, allow_any_folder)
         except ValueError as exc:
             raise Invalid(str(exc), field="folder") from None
         except registry.AdapterUnavailable as exc:
@@ -96,7 +112,7 @@ def _validate(s: Session, cfg: Config, user: User, spec: WatchSpec, watch: Watch
                           field="source_connection_id")
 
 
-def _apply(s: Session, user: User, watch: Watch, spec: WatchSpec) -> None:
+def _apply(s: Session, user: User, watch: Watch, spec: WatchSpec, allow_any_folder: bool) -> None:
     for f in fields(spec):
         value = getattr(spec, f.name)
         if value is None or f.name == "targets":
@@ -105,6 +121,7 @@ def _apply(s: Session, user: User, watch: Watch, spec: WatchSpec) -> None:
             # A folder its source checked is a path (already normalised by the check): name it now; the
             # first listing refines the name.
             watch.folder_name = Path(value).name
+            watch.folder_set_by_admin = allow_any_folder
         if f.name == "captioner" and value == "":
             value = None
         setattr(watch, f.name, value)
@@ -131,7 +148,8 @@ def create_watch(s: Session, cfg: Config, user: User, spec: WatchSpec, allow_any
     s.flush()
     if spec.targets is None:
         spec.targets = ["outbox"]
-    _apply(s, user, watch, spec)
+    _apply(s, user, watch, spec, allow_any_folder)
+    watch.baseline_at = watch.created_at
     if not watch.name:
         watch.name = watch.folder_name or f"watch {watch.id}"
     s.flush()
@@ -142,10 +160,11 @@ def update_watch(s: Session, cfg: Config, user: User, watch: Watch, spec: WatchS
                  allow_any_folder: bool = False) -> Watch:
     _validate(s, cfg, user, spec, watch, allow_any_folder)
     folder_changed = spec.folder is not None and spec.folder != watch.folder
-    _apply(s, user, watch, spec)
+    _apply(s, user, watch, spec, allow_any_folder)
     if folder_changed:
         # A new folder gets a new baseline, like a new watch.
         watch.baseline_done = False
+        watch.baseline_at = utcnow()
         watch.cursor = None
     if spec.interval_seconds is not None or spec.enabled:
         watch.next_poll_at = utcnow()
@@ -200,10 +219,17 @@ def watch_dict(s: Session, w: Watch, targets: list[str] | None = None) -> dict:
         "interval_seconds": w.interval_seconds, "targets": targets,
         "prompt_template": w.prompt_template, "captioner": w.captioner, "backfill": w.backfill,
         "maximum_age_hours": w.maximum_age_hours, "min_spacing_seconds": w.min_spacing_seconds,
-        "enabled": w.enabled, "baseline_done": w.baseline_done,
+        "enabled": w.enabled, "status": watch_status(w), "baseline_done": w.baseline_done,
         "last_poll_at": _iso(w.last_poll_at), "last_poll_error": w.last_poll_error,
         "next_poll_at": _iso(w.next_poll_at), "created_at": _iso(w.created_at),
     }
+
+
+def watch_status(w: Watch) -> str:
+    """``error`` while the last poll failed (its reason is ``last_poll_error``), else active or paused."""
+    if w.last_poll_error:
+        return "error"
+    return "active" if w.enabled else "paused"
 
 
 def _iso(dt) -> str | None:

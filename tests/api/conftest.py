@@ -25,15 +25,23 @@ def fake_oauth():
 
 @pytest.fixture
 def photos(tmp_path):
-    p = tmp_path / "photos"
-    p.mkdir()
+    """A folder of ann's, under her local root (each user's root is home/<email>)."""
+    p = tmp_path / "home" / "ann@example.com" / "photos"
+    p.mkdir(parents=True)
+    return p
+
+
+@pytest.fixture
+def bobs_photos(tmp_path):
+    p = tmp_path / "home" / "bob@example.com" / "photos"
+    p.mkdir(parents=True)
     return p
 
 
 @pytest.fixture
 def api_cfg(tmp_path, db_url, photos, fake_oauth, monkeypatch):
     monkeypatch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")  # the fake token endpoint is plain http
-    return make_config(tmp_path, db_url, sources={"local_roots": [str(photos)]},
+    return make_config(tmp_path, db_url, sources={"local_roots": [str(tmp_path / "home" / "{email}")]},
                        api={"public_url": "https://poster.example"}, oauth=oauth_config(fake_oauth.url))
 
 

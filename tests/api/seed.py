@@ -20,7 +20,8 @@ def seed(application, email: str, folder, marker: str) -> dict:
         c.credentials = application.keyring.encrypt(f'{{"access_token": "secret-{marker}"}}',
                                                     context=connection_context(c.id))
         w = watches.create_watch(s, application.cfg, user, watches.WatchSpec(
-            folder=str(folder), name=f"watch {marker}", targets=["outbox", f"facebook:{c.id}"]))
+            folder=str(folder), name=f"watch {marker}", targets=["outbox", f"facebook:{c.id}"]),
+            allow_any_folder=True)  # seeded as an admin would: any user's rows in one shared folder
         sf = SourceFile(watch_id=w.id, ref=f"{marker}.jpg", name=f"{marker}.jpg", status=states.SF_QUEUED)
         s.add(sf)
         s.flush()

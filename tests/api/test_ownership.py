@@ -61,8 +61,10 @@ def test_retrying_another_users_target_through_your_own_post_is_404(client, appl
 
 
 def test_a_watch_cannot_target_another_users_connection(client, ann, bob, anns, photos):
+    bobs_folder = photos.parent.parent / bob.email
+    bobs_folder.mkdir()
     r = client.post("/api/v1/watches", headers=bob.headers,
-                    json={"folder": str(photos), "targets": [f"facebook:{anns['connection']}"]})
+                    json={"folder": str(bobs_folder), "targets": [f"facebook:{anns['connection']}"]})
     assert r.status_code == 422 and r.json()["error"]["field"] == "targets"
 
 

@@ -17,9 +17,9 @@ from .conftest import PASSWORD
 from .seed import seed
 
 
-def test_export_has_all_my_data_and_no_secrets(client, application, ann, bob, photos, fake_oauth):
+def test_export_has_all_my_data_and_no_secrets(client, application, ann, bob, photos, bobs_photos, fake_oauth):
     mine = seed(application, ann.email, photos, "annmarker")
-    seed(application, bob.email, photos, "bobmarker")
+    seed(application, bob.email, bobs_photos, "bobmarker")
     client.post("/api/v1/connections/google_drive/start", headers=ann.headers)  # a pending OAuth state
     r = client.get("/api/v1/me/export", headers=ann.headers)
     assert r.status_code == 200
@@ -87,10 +87,11 @@ def _owned(snapshot: dict[str, set[tuple]], engine, user_id: int) -> dict[str, s
 
 
 @pytest.mark.parametrize("who", ["self", "admin"])
-def test_deleting_a_user_leaves_nothing_of_theirs(client, application, ann, bob, admin, photos, fake_oauth, who):
+def test_deleting_a_user_leaves_nothing_of_theirs(client, application, ann, bob, admin, photos, bobs_photos,
+                                                  fake_oauth, who):
     engine, media = application.engine, application.cfg.media_dir
     anns = seed(application, ann.email, photos, "annmarker")
-    bobs = seed(application, bob.email, photos, "bobmarker")
+    bobs = seed(application, bob.email, bobs_photos, "bobmarker")
     client.post("/api/v1/connections/threads/start", headers=ann.headers)
     client.post("/api/v1/connections/threads/start", headers=bob.headers)
     outbox = Path(application.cfg.publishers.outbox.directory)

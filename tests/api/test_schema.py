@@ -38,8 +38,8 @@ def live(tmp_path_factory, _sqlite_template):
     tmp = tmp_path_factory.mktemp("schema")
     shutil.copyfile(_sqlite_template, tmp / "aiposter.db")
     (tmp / "photos").mkdir()
-    cfg = make_config(tmp, f"sqlite:///{tmp / 'aiposter.db'}", sources={"local_roots": [str(tmp / "photos")]},
-                      api={"port": 0, "access_log": False})
+    cfg = make_config(tmp, f"sqlite:///{tmp / 'aiposter.db'}",
+                      sources={"local_roots": [str(tmp / "home" / "{user_id}")]}, api={"port": 0, "access_log": False})
     application = open_app(cfg, migrate=False)
     with session_scope(application.engine) as s:
         admin_id = users.create_user(s, "root@example.com", PASSWORD, role="admin").id
