@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -509,6 +510,13 @@ def keys_new() -> None:
     typer.echo(crypto.new_key().encode())
 
 
+def private_umask() -> None:
+    """Everything the daemon writes (database, key, media in flight, outbox) is for its own user only,
+    wherever it runs (systemd sets UMask=0077 too; Docker and a shell usually leave 0022)."""
+    os.umask(os.umask(0o077) | 0o077)
+
+
 def main() -> None:
+    private_umask()
     # Standalone mode: usage errors exit 2, typer.Exit carries our codes, an aborted prompt exits 1.
     app(prog_name="aiposter")
