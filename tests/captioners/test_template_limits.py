@@ -127,3 +127,12 @@ def test_a_bomb_the_save_check_cannot_see_fails_its_post_with_a_reason(ctx, tmp_
     assert found["bomb.jpg"].status == states.FAILED
     assert "the caption template failed: the template builds a value of more than 100,000" in \
         found["bomb.jpg"].last_error
+
+
+def test_the_configured_template_is_checked_before_start():
+    from aiposter import captioners
+
+    cfg = Config.model_validate({"captioner": {"template": {"template": BOMBS["repeat"]}}})
+    assert captioners.check("template", cfg).startswith("[captioner.template] template goes over a limit")
+    cfg = Config.model_validate({"captioner": {"prompt": BOMBS["nested loops"]}})
+    assert captioners.check("template", cfg) is None  # the prompt is for LLM captioners only
