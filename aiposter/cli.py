@@ -220,9 +220,16 @@ def serve(no_migrate: bool, with_api: bool, with_worker: bool) -> None:
                 server = start_server(application, daemon)
             except RuntimeError as exc:
                 raise fail(str(exc), 1) from None
+        from aiposter.health import Heartbeat, api_url
+
+        heartbeat = Heartbeat(cfg, worker=daemon is not None,
+                              api=api_url(cfg.api.host, server.port) if server is not None else None)
+        heartbeat.beat(force=True)
         if daemon is not None:
+            daemon.heartbeat = heartbeat
             daemon.start()
         stop.wait()
+        heartbeat.remove()
         if server is not None:
             server.stop()
         if daemon is not None:
@@ -527,6 +534,18 @@ def config_check(as_json: JsonOpt = False) -> None:
         typer.echo(f"# effective configuration; secrets masked\n# config file: {cfg.source}\n"
                    f"# database: {describe_db(cfg.db_url)}\n# after each key: where its value comes from\n")
         typer.echo(config_mod.to_toml(data, origins=cfg))
+
+
+@app.command()
+def health() -> None:
+    """Exit 0 if the aiposter process on this host (container) is healthy: its scheduler ticks and its API
+    answers, whichever it runs (for HEALTHCHECK; reads the heartbeat file in data_dir, no database)."""
+    from aiposter import health as health_mod
+
+    ok, message = health_mod.check(load_config())
+    if not ok:
+        raise fail(f"unhealthy: {message}", 1)
+    typer.echo(message)
 
 
 @keys_app.command("new")
