@@ -51,9 +51,12 @@ def open_app(cfg: Config, *, migrate: bool = True, lock: bool = False, keys: boo
     path = db.sqlite_path(url)
     if not create and path is not None and not path.exists():
         raise NoDatabase(_no_database(cfg))
-    try:
-        if path is not None:
+    if path is not None:
+        try:
             path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"[db] url: cannot create directory {path.parent}: {exc.strerror}") from None
+    try:
         if create:
             cfg.data_dir.mkdir(parents=True, exist_ok=True)
             cfg.media_dir.mkdir(parents=True, exist_ok=True)

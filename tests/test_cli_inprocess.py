@@ -73,3 +73,32 @@ def test_config_check_names_the_database_and_each_values_origin(tmp_path, monkey
     assert f"# database: SQLite {tmp_path}/env.db" in res.stdout
     assert f'url = "sqlite:///./env.db"  # environment variable AIPOSTER_DB_URL, over the file {cfg}' in res.stdout
     assert "workers = 4  # default" in res.stdout
+
+
+def test_an_empty_postgresql_database_is_not_made_an_install_by_a_cli_command(tmp_path):
+    import sqlalchemy as sa
+    from conftest import PG_ADMIN_URL
+
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    name = f"aiposter_empty_{os.getpid()}"
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    except sa.exc.OperationalError as exc:
+        admin.dispose()
+        pytest.skip(f"PostgreSQL unreachable: {str(exc).splitlines()[0]}")
+    try:
+        url = sa.engine.make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+        cfg = write_config(tmp_path, url)
+        res = invoke("user", "create", "ann@example.com", "--no-password", "--config", str(cfg))
+        assert res.exit_code == 2 and f"no database at {sa.engine.make_url(url).render_as_string()}" in res.stderr
+        engine = sa.create_engine(url)
+        assert sa.inspect(engine).get_table_names() == []
+        engine.dispose()
+        assert invoke("migrate", "--config", str(cfg)).exit_code == 0
+        assert invoke("user", "create", "ann@example.com", "--no-password", "--config", str(cfg)).exit_code == 0
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
