@@ -54,7 +54,9 @@ def check_url(url: str) -> None:
         existing = parent
         while not existing.exists() and existing != existing.parent:
             existing = existing.parent
-        if not existing.is_dir() or not os.access(existing, os.W_OK):
+        if not existing.is_dir():
+            raise ConfigError(f"[db] url: cannot create directory {parent}: {existing} is not a directory")
+        if not os.access(existing, os.W_OK):
             raise ConfigError(f"[db] url: directory {existing} is not writable")
 
 
