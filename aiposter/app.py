@@ -37,21 +37,38 @@ class App:
         self.engine.dispose()
 
 
+class NoDatabase(ConfigError):
+    """The configured database does not exist, in a command that must not create one."""
+
+
 def open_app(cfg: Config, *, migrate: bool = True, lock: bool = False, keys: bool = True,
-             require_current: bool = False) -> App:
+             require_current: bool = False, create: bool = True) -> App:
     """Open the database the config names. ``lock``: this is the daemon (one per SQLite file).
-    ``require_current``: without migrating, refuse a schema that is behind (``run --no-migrate``)."""
+    ``require_current``: without migrating, refuse a schema that is behind (``run --no-migrate``).
+    ``create``: a missing database (SQLite file, or a PostgreSQL database never migrated) may be created;
+    without it (every CLI command but run and migrate) a missing one is :class:`NoDatabase`, so that a
+    command run from the wrong directory does not quietly make a new, empty install there."""
     url = cfg.db_url
     db.check_url(url)
-    for key, path in (("[daemon] data_dir", cfg.data_dir), ("[media] directory", cfg.media_dir)):
+    path = db.sqlite_path(url)
+    if not create and path is not None and not path.exists():
+        raise NoDatabase(_no_database(cfg))
+    if path is not None:
         try:
-            path.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise ConfigError(f"{key}: cannot create {path}: {exc.strerror}") from None
+            raise ConfigError(f"[db] url: cannot create directory {path.parent}: {exc.strerror}") from None
+    if create:
+        for key, folder in (("[daemon] data_dir", cfg.data_dir), ("[media] directory", cfg.media_dir)):
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ConfigError(f"{key}: cannot create {folder}: {exc.strerror}") from None
     engine = db.make_engine(url, pool_size=cfg.db.pool_size + cfg.daemon.workers, echo=cfg.db.echo)
     app = App(cfg, engine, media=store_for(cfg))
-    path = db.sqlite_path(url)
     try:
+        if not create and not db.has_schema(engine):
+            raise NoDatabase(_no_database(cfg))
         if lock and path is not None:
             app.lock = db.ProcessLock(path)
             app.lock.acquire()
@@ -74,6 +91,14 @@ def open_app(cfg: Config, *, migrate: bool = True, lock: bool = False, keys: boo
         app.close()
         raise
     return app
+
+
+def _no_database(cfg: Config) -> str:
+    origin = cfg.origin(("db", "url"))
+    return (f"no database at {db.describe(cfg.db_url)} ([db] url from "
+            f"{'the built-in default' if origin == 'default' else origin}; config: "
+            f"{cfg.source}; working directory {Path.cwd()}). Run this command where the daemon runs, or give "
+            "its config with --config or $AIPOSTER_CONFIG; `aiposter migrate` creates a new database")
 
 
 def ensure_quickstart(app: App) -> Watch | None:

@@ -5,12 +5,15 @@ Exit codes: 0 ok; 2 bad usage or bad config (one clear line on stderr); 1 runtim
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import logging
+import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
@@ -24,6 +27,7 @@ from aiposter.app import App, ensure_quickstart, open_app
 from aiposter.config import ConfigError
 from aiposter.core.media import store_for
 from aiposter.db import AlreadyRunning, pending_migrations, session_scope
+from aiposter.db import describe as describe_db
 from aiposter.services import Invalid, ServiceError
 from aiposter.services import posts as posts_svc
 from aiposter.services import users as users_svc
@@ -64,6 +68,25 @@ def _root(config: ConfigOpt = None) -> None:
     state.config_path = config
 
 
+def _accept_config_option(command: Callable) -> Callable:
+    """``command`` with a ``--config`` option of its own, so that ``aiposter user list --config X`` works as
+    well as ``aiposter --config X user list`` (given in both places, the later one wins)."""
+    signature = inspect.signature(command, eval_str=True)  # typer reads the Annotated options from it
+    if "config" in signature.parameters:
+        return command
+
+    @functools.wraps(command)
+    def with_config(*args, config: str | None = None, **kwargs):
+        if config is not None:
+            state.config_path = config
+        return command(*args, **kwargs)
+
+    option = inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=ConfigOpt)
+    with_config.__signature__ = signature.replace(parameters=[*signature.parameters.values(), option])
+    with_config.__annotations__ = {**command.__annotations__, "config": ConfigOpt}  # a copy: wraps shares it
+    return with_config
+
+
 def fail(message: str, code: int) -> typer.Exit:
     typer.echo(f"aiposter: {message}", err=True)
     return typer.Exit(code)
@@ -93,7 +116,7 @@ def open_db(cfg: config_mod.Config, **kw) -> App:
 def cli_session() -> Iterator[tuple[config_mod.Config, Session]]:
     """Config, database and one unit of work for a command; closed (and committed) on the way out."""
     cfg = load_config()
-    application = open_db(cfg, keys=False)
+    application = open_db(cfg, keys=False, create=False)
     try:
         with session_scope(application.engine) as s:
             yield cfg, s
@@ -172,6 +195,8 @@ def serve(no_migrate: bool, with_api: bool, with_worker: bool) -> None:
     if with_worker:
         check_captioner(cfg)
     application = open_db(cfg, migrate=not no_migrate, lock=with_worker, require_current=no_migrate)
+    log.info("db.opened", extra=logs.fields(database=describe_db(cfg.db_url), config=cfg.source,
+                                            environment=",".join(cfg.environment_variables()) or None))
     try:
         stop = threading.Event()
 
@@ -199,10 +224,17 @@ def serve(no_migrate: bool, with_api: bool, with_worker: bool) -> None:
                 server = start_server(application, daemon)
             except RuntimeError as exc:
                 raise fail(str(exc), 1) from None
+        from aiposter.health import Heartbeat, api_url
+
+        heartbeat = Heartbeat(cfg, worker=daemon is not None,
+                              api=api_url(cfg.api.host, server.port) if server is not None else None)
+        heartbeat.beat(force=True)
         if daemon is not None:
             announce_media(cfg, served_here=server is not None)
+            daemon.heartbeat = heartbeat
             daemon.start()
         stop.wait()
+        heartbeat.remove()
         if server is not None:
             server.stop()
         if daemon is not None:
@@ -240,7 +272,7 @@ def migrate() -> None:
         from aiposter.db import migrate as do_migrate
 
         do_migrate(application.engine)
-        typer.echo(f"applied {len(pending)} migration(s); database is up to date")
+        typer.echo(f"applied {len(pending)} migration(s) to {describe_db(cfg.db_url)}; database is up to date")
     finally:
         application.close()
 
@@ -550,8 +582,21 @@ def config_check(as_json: JsonOpt = False) -> None:
     if as_json:
         print_json(data)
     else:
-        typer.echo(f"# effective configuration (from {cfg.source}); secrets masked\n")
-        typer.echo(config_mod.to_toml(data))
+        typer.echo(f"# effective configuration; secrets masked\n# config file: {cfg.source}\n"
+                   f"# database: {describe_db(cfg.db_url)}\n# after each key: where its value comes from\n")
+        typer.echo(config_mod.to_toml(data, origins=cfg))
+
+
+@app.command()
+def health() -> None:
+    """Exit 0 if the aiposter process on this host (container) is healthy: its scheduler ticks and its API
+    answers, whichever it runs (for HEALTHCHECK; reads the heartbeat file in data_dir, no database)."""
+    from aiposter import health as health_mod
+
+    ok, message = health_mod.check(load_config())
+    if not ok:
+        raise fail(f"unhealthy: {message}", 1)
+    typer.echo(message)
 
 
 @keys_app.command("new")
@@ -560,6 +605,23 @@ def keys_new() -> None:
     typer.echo(crypto.new_key().encode())
 
 
+def _config_option_everywhere(typer_app: typer.Typer) -> None:
+    for info in typer_app.registered_commands:
+        info.callback = _accept_config_option(info.callback)
+    for group in typer_app.registered_groups:
+        _config_option_everywhere(group.typer_instance)
+
+
+_config_option_everywhere(app)
+
+
+def private_umask() -> None:
+    """Everything the daemon writes (database, key, media in flight, outbox) is for its own user only,
+    wherever it runs (systemd sets UMask=0077 too; Docker and a shell usually leave 0022)."""
+    os.umask(os.umask(0o077) | 0o077)
+
+
 def main() -> None:
+    private_umask()
     # Standalone mode: usage errors exit 2, typer.Exit carries our codes, an aborted prompt exits 1.
     app(prog_name="aiposter")

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tomllib
 import types
 import typing
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError, field_validator
 
 ENV_PREFIX = "AIPOSTER_"
 CONFIG_ENV = "AIPOSTER_CONFIG"
@@ -251,6 +252,16 @@ class Config(Section):
 
     # Where the values came from; not a config key.
     source: str = Field("built-in defaults", exclude=True)
+    # Per key (a path tuple): "default", "file PATH", "environment variable NAME", "secret file PATH (...)".
+    _origins: dict[tuple[str, ...], str] = PrivateAttr(default_factory=dict)
+
+    def origin(self, path: tuple[str, ...]) -> str:
+        """Where the effective value of the key at ``path`` came from (what `config check` shows)."""
+        return self._origins.get(tuple(path), "default")
+
+    def environment_variables(self) -> list[str]:
+        """The AIPOSTER_* variables that set a value (logged at start: they win over the file)."""
+        return sorted({m for o in self._origins.values() for m in re.findall(r"environment variable (\w+)", o)})
 
     @property
     def data_dir(self) -> Path:
@@ -309,6 +320,16 @@ def iter_keys(model: type[Section] = Config, prefix: tuple[str, ...] = ()):
 
 def env_name(path: tuple[str, ...]) -> str:
     return ENV_PREFIX + "_".join(p.upper() for p in path)
+
+
+def is_config_variable(name: str) -> bool:
+    """Whether ``name`` is in the config's namespace: ``AIPOSTER_CONFIG`` or ``AIPOSTER_<SECTION>_...`` for
+    one of the config's sections. Only those are checked for typos; other ``AIPOSTER_*`` variables (the
+    test suite's ``AIPOSTER_TEST_PG``, an orchestrator's own) are not the daemon's business."""
+    if name == CONFIG_ENV:
+        return True
+    return any(name.startswith(f"{ENV_PREFIX}{section.upper()}_") for section, field in Config.model_fields.items()
+               if not field.exclude)
 
 
 def _fmt_key(path: tuple[str, ...] | list) -> str:
@@ -374,6 +395,15 @@ def load(explicit: str | os.PathLike | None = None, environ: dict[str, str] | No
         except OSError as exc:
             raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
 
+    # Where each key's value comes from, for `config check`: the file first, then what overrides it.
+    origins: dict[tuple, str] = {}
+    for key_path, _annotation in iter_keys():
+        node: Any = raw
+        for part in key_path:
+            node = node.get(part) if isinstance(node, dict) else None
+        if node is not None:
+            origins[key_path] = f"file {where}"
+
     # Secrets given as files inside the TOML.
     for key_path, annotation in iter_keys():
         if not _is_secret(annotation):
@@ -392,6 +422,7 @@ def load(explicit: str | os.PathLike | None = None, environ: dict[str, str] | No
                 raise ConfigError(f"{where}: {_fmt_key(key_path[:-1] + (file_key,))}: must be a path string")
             if fpath:
                 parent[key_path[-1]] = _read_secret_file(fpath, _fmt_key(key_path[:-1] + (file_key,)), where)
+                origins[key_path] = f"secret file {fpath} ({file_key} in {where})"
 
     # Environment overrides.
     known_env = {CONFIG_ENV}
@@ -399,14 +430,19 @@ def load(explicit: str | os.PathLike | None = None, environ: dict[str, str] | No
         name = env_name(key_path)
         known_env.add(name)
         value: Any = None
+        shown = ""
         if name in environ:
             value = _parse_env_value(environ[name], annotation)
+            shown = f"environment variable {name}"
         if _is_secret(annotation):
             known_env.add(name + "_FILE")
             if environ.get(name + "_FILE"):
                 value = _read_secret_file(environ[name + "_FILE"], name + "_FILE", "environment")
+                shown = f"secret file {environ[name + '_FILE']} (environment variable {name}_FILE)"
         if value is None:
             continue
+        overridden = origins.get(key_path)
+        origins[key_path] = shown + (f", over the {overridden}" if overridden else "")
         node = raw
         for part in key_path[:-1]:
             node = node.setdefault(part, {})
@@ -414,7 +450,7 @@ def load(explicit: str | os.PathLike | None = None, environ: dict[str, str] | No
                 raise ConfigError(f"{where}: {_fmt_key(key_path[:-1])} must be a table")
         node[key_path[-1]] = value
         origin[key_path] = f"environment variable {name}"
-    unknown_env = sorted(k for k in environ if k.startswith(ENV_PREFIX) and k not in known_env)
+    unknown_env = sorted(k for k in environ if is_config_variable(k) and k not in known_env)
     if unknown_env:
         raise ConfigError(f"environment: unknown variable {unknown_env[0]} (no such config key)")
 
@@ -438,6 +474,7 @@ def load(explicit: str | os.PathLike | None = None, environ: dict[str, str] | No
                 msg += f" (got {err['input']!r})"
         raise ConfigError(f"{src}: {_fmt_key(key_path)}: {msg}") from None
     cfg.source = where
+    cfg._origins = origins
     return cfg
 
 
@@ -479,23 +516,29 @@ def masked(cfg: Config) -> dict[str, Any]:
     return data
 
 
-def to_toml(data: dict[str, Any], prefix: str = "") -> str:
-    """Render masked config data as TOML (flat values first, then sub-tables)."""
+def to_toml(data: dict[str, Any], prefix: str = "", origins: Config | None = None) -> str:
+    """Render masked config data as TOML (flat values first, then sub-tables). With ``origins`` (the
+    config), each key is followed by a comment saying where its value came from."""
     lines: list[str] = []
     tables = []
     for k, v in data.items():
         if isinstance(v, dict):
             tables.append((k, v))
-        elif v is None:
-            lines.append(f"# {k} is not set")
+            continue
+        if v is None:
+            line = f"# {k} is not set"
         else:
-            lines.append(f"{k} = {json.dumps(v, ensure_ascii=False)}")
+            line = f"{k} = {json.dumps(v, ensure_ascii=False)}"
+        if origins is not None:
+            path = tuple(prefix.split(".")) + (k,) if prefix else (k,)
+            line += f"  # {origins.origin(path)}" if v is not None else f" ({origins.origin(path)})"
+        lines.append(line)
     out = ""
     if prefix and lines:
         out += f"[{prefix}]\n"
     out += "\n".join(lines) + ("\n" if lines else "")
     for k, v in tables:
         name = f"{prefix}.{k}" if prefix else k
-        sub = to_toml(v, name)
+        sub = to_toml(v, name, origins)
         out += ("\n" if out else "") + sub
     return out

@@ -47,15 +47,30 @@ def check_url(url: str) -> None:
         raise ConfigError("[db] url: use the psycopg 3 driver: postgresql+psycopg://...")
     path = sqlite_path(url)
     if path is not None:
-        parent = path.parent if str(path.parent) else Path(".")
-        try:
-            parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError(f"[db] url: cannot create directory {parent}: {exc.strerror}") from None
         if path.exists() and not os.access(path, os.R_OK | os.W_OK):
             raise ConfigError(f"[db] url: database file {path} is not readable and writable")
-        if not os.access(parent, os.W_OK):
-            raise ConfigError(f"[db] url: directory {parent} is not writable")
+        # The directory may not exist yet (run and migrate create it): the nearest existing one must be writable.
+        parent = path.parent if str(path.parent) else Path(".")
+        existing = parent
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            raise ConfigError(f"[db] url: cannot create directory {parent}: {existing} is not a directory")
+        if not os.access(existing, os.W_OK):
+            raise ConfigError(f"[db] url: directory {existing} is not writable")
+
+
+def describe(url: str) -> str:
+    """The database as an operator recognises it: an absolute file path, or the URL without password."""
+    path = sqlite_path(url)
+    if path is not None:
+        return f"SQLite {path.resolve()}"
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def has_schema(engine: Engine) -> bool:
+    """Whether this database was ever migrated (an empty PostgreSQL database or a new SQLite file is not)."""
+    return sa.inspect(engine).has_table("alembic_version")
 
 
 def make_engine(url: str, pool_size: int = 5, echo: bool = False) -> Engine:

@@ -156,3 +156,41 @@ def test_masked_output_hides_secrets(tmp_path):
     assert "postgresql+psycopg://app:***@db/x" in rendered
     assert 'api_key = "********"' in rendered
     tomllib.loads(rendered)  # the printed config is itself valid TOML
+
+
+# ---------------------------------------------------------------- the config's own variables, and origins
+
+
+def test_only_the_configs_own_variables_are_checked(tmp_path):
+    """AIPOSTER_TEST_PG (which the README asks for) or an orchestrator's AIPOSTER_* variable does not stop
+    the daemon; a typo in a section's variable still does."""
+    p = write(tmp_path, "")
+    cfg = config.load(p, environ={"AIPOSTER_TEST_PG": "postgresql+psycopg://x@y/z", "AIPOSTER_VERSION": "1",
+                                  "AIPOSTER_DB_URL": "sqlite:///x.db"})
+    assert cfg.db_url == "sqlite:///x.db"
+    for typo in ("AIPOSTER_DB_URLL", "AIPOSTER_CAPTIONER_OPENAI_APIKEY", "AIPOSTER_WATCH_DEFAULTS_INTERVAL"):
+        with pytest.raises(ConfigError, match=typo):
+            config.load(p, environ={typo: "1"})
+
+
+def test_each_value_says_where_it_came_from(tmp_path):
+    secret = tmp_path / "key"
+    secret.write_text("sk-file")
+    envsecret = tmp_path / "envkey"
+    envsecret.write_text("sk-env-file")
+    p = write(tmp_path, f"[db]\nurl = 'sqlite:///file.db'\n[daemon]\nworkers = 2\n"
+                        f"[captioner.openai]\napi_key_file = '{secret}'\n")
+    cfg = config.load(p, environ={"AIPOSTER_DB_URL": "sqlite:///env.db", "AIPOSTER_LOG_FORMAT": "json",
+                                  "AIPOSTER_CAPTIONER_GEMINI_API_KEY_FILE": str(envsecret)})
+    assert cfg.origin(("db", "url")) == f"environment variable AIPOSTER_DB_URL, over the file {p}"
+    assert cfg.origin(("log", "format")) == "environment variable AIPOSTER_LOG_FORMAT"
+    assert cfg.origin(("daemon", "workers")) == f"file {p}"
+    assert cfg.origin(("daemon", "tick_seconds")) == "default"
+    assert cfg.origin(("captioner", "openai", "api_key")) == f"secret file {secret} (api_key_file in {p})"
+    assert cfg.origin(("captioner", "gemini", "api_key")) == \
+        f"secret file {envsecret} (environment variable AIPOSTER_CAPTIONER_GEMINI_API_KEY_FILE)"
+    shown = config.to_toml(config.masked(cfg), origins=cfg)
+    assert f'url = "sqlite:///env.db"  # environment variable AIPOSTER_DB_URL, over the file {p}' in shown
+    assert f"workers = 2  # file {p}" in shown and "tick_seconds = 1.0  # default" in shown
+    assert "sk-" not in shown
+    tomllib.loads(shown)

@@ -21,10 +21,15 @@ def build(name: str, cfg: Config) -> Captioner:
 def check(name: str, cfg: Config) -> str | None:
     """Why the captioner ``name`` cannot work with this config (e.g. no API key), or None if it can.
     Building an adapter only sets up its SDK client: no request is sent."""
+    from aiposter.captioners.template import check_template
     from aiposter.core.errors import StepError
 
     try:
         build(name, cfg)
     except StepError as exc:
         return str(exc)
-    return None
+    # The install's own template (or LLM instruction) is a template too: refuse it before photos wait on it.
+    key, text = (("[captioner.template] template", cfg.captioner.template.template) if name == "template"
+                 else ("[captioner] prompt", cfg.captioner.prompt))
+    problem = check_template(text)
+    return f"{key} {problem}" if problem else None

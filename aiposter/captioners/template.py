@@ -9,15 +9,21 @@ from __future__ import annotations
 
 from pathlib import PurePath
 
-from jinja2 import StrictUndefined, TemplateError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2 import TemplateError
 
+from aiposter.captioners import sandbox
 from aiposter.captioners.fitting import fit_alt_text, fit_caption
 from aiposter.config import Config
 from aiposter.core.errors import CaptionError
 from aiposter.core.ports import CaptionRequest, CaptionResult
 
-_env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
+# What a template is tried on when it is saved, to refuse one that goes over a limit before any photo waits
+# on it. The values are of the kinds a real render gets (the LLM prompt gets the same names, JSON-quoted).
+SAMPLE_VARIABLES = {
+    "file_name": "IMG_0001.jpg", "file_stem": "IMG_0001", "folder": "Holidays",
+    "description": "A sample description", "capture_date": "2024-07-14",
+    "platforms": ["facebook", "instagram", "threads"], "brand_voice": "", "hashtags": "#travel #summer",
+}
 
 
 def normalize_hashtags(tags: list[str]) -> list[str]:
@@ -30,19 +36,36 @@ def normalize_hashtags(tags: list[str]) -> list[str]:
 
 
 def check_template(text: str) -> str | None:
-    """The syntax error in ``text``, or None: used to validate watch input before saving it."""
+    """What is wrong with ``text`` (a syntax error, or a rendering limit it goes over on sample values), or
+    None: used to validate a template before saving it. Other render errors (an unknown variable, a
+    division by zero) can depend on the photo, so they are reported when a post is captioned."""
     try:
-        _env.parse(text)
+        sandbox.env.parse(text)
     except TemplateError as exc:
-        return str(exc)
+        return f"has a syntax error: {exc}"
+    try:
+        sandbox.render(text, SAMPLE_VARIABLES)
+    except sandbox.TemplateLimitError as exc:
+        return f"goes over a limit: {exc}"
+    except RecursionError:
+        return "goes over a limit: it recurses without end"
+    except Exception:  # noqa: BLE001 - see the docstring
+        pass
     return None
 
 
 def render(text: str, variables: dict) -> str:
+    """Render a user's template within the sandbox's limits; any failure is the template's, permanent,
+    with a message for the person who wrote it."""
     try:
-        return _env.from_string(text).render(**variables).strip()
+        return sandbox.render(text, variables).strip()
     except TemplateError as exc:
-        raise CaptionError(f"the caption template failed: {exc}", permanent=True, code="template") from None
+        reason = str(exc)
+    except RecursionError:
+        reason = "it recurses without end"
+    except Exception as exc:  # noqa: BLE001 - a user's template can raise anything (1/0, int('x'), ...)
+        reason = f"{exc.__class__.__name__}: {exc}"
+    raise CaptionError(f"the caption template failed: {reason}", permanent=True, code="template") from None
 
 
 class TemplateCaptioner:

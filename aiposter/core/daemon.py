@@ -44,8 +44,9 @@ def instance_id(name: str = "") -> str:
 
 
 class Daemon:
-    def __init__(self, ctx: Context):
+    def __init__(self, ctx: Context, heartbeat=None):
         self.ctx = ctx
+        self.heartbeat = heartbeat  # aiposter.health.Heartbeat: refreshed by every tick
         self.cfg = ctx.cfg
         self.tasks: queue.Queue = queue.Queue()
         self.busy = 0
@@ -116,6 +117,11 @@ class Daemon:
     def tick(self) -> None:
         if self.stopping.is_set():
             return
+        if self.heartbeat is not None:
+            try:
+                self.heartbeat.beat()
+            except OSError:
+                log.warning("daemon.heartbeat_failed", exc_info=True)
         try:
             free = self._free_slots()
             if free <= 0:

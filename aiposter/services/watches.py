@@ -94,7 +94,7 @@ def _validate(s: Session, cfg: Config, user: User, spec: WatchSpec, watch: Watch
     if spec.prompt_template:
         err = check_template(spec.prompt_template)
         if err:
-            raise Invalid(f"prompt_template has a syntax error: {err}", field="prompt_template")
+            raise Invalid(f"prompt_template {err}", field="prompt_template")
     if spec.folder is not None:
         if not spec.folder.strip():
             raise Invalid("folder must not be empty", field="folder")
