@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from aiposter.services import Invalid, get_owned
 PLATFORM_PROVIDER = {"facebook": "facebook", "instagram": "instagram", "threads": "threads"}
 # Polling a local folder is cheap; a Drive poll spends the user's API quota.
 MIN_INTERVAL = {"local": 1, "google_drive": 30}
+MAX_ROW_ID = 2**31 - 1  # row ids are 32-bit integers on PostgreSQL
 
 
 @dataclass
@@ -44,9 +46,9 @@ def parse_target(s: Session, user: User, text: str) -> tuple[str, int | None]:
                       field="targets")
     if platform not in publishers.NEEDS_CONNECTION:
         return platform, None
-    if not conn.isdigit():
+    if not (conn.isascii() and conn.isdigit()):
         raise Invalid(f"target {text!r} needs a connection id: {platform}:<connection id>", field="targets")
-    c = s.get(Connection, int(conn))
+    c = s.get(Connection, int(conn)) if 1 <= int(conn) <= MAX_ROW_ID else None
     if c is None or c.user_id != user.id or c.provider != PLATFORM_PROVIDER[platform]:
         raise Invalid(f"no {platform} connection {conn} on this account", field="targets")
     return platform, c.id
@@ -81,18 +83,57 @@ def _validate(s: Session, cfg: Config, user: User, spec: WatchSpec, watch: Watch
         if not spec.folder.strip():
             raise Invalid("folder must not be empty", field="folder")
         if source == "local":
-            folder = Path(spec.folder).expanduser().resolve()
-            if not folder.is_dir():
-                raise Invalid(f"folder {folder} does not exist or is not a directory", field="folder")
-            roots = [Path(r).expanduser().resolve() for r in cfg.sources.local_roots]
-            if not allow_any_folder and not any(folder.is_relative_to(r) for r in roots):
-                raise Invalid("local folders are limited to the operator's sources.local_roots", field="folder")
+            spec.folder = str(local_folder(spec.folder, None if allow_any_folder else cfg.sources.local_roots))
+    if source == "local" and spec.source_connection_id is not None:
+        raise Invalid("a local watch has no source connection (only google_drive watches do)",
+                      field="source_connection_id")
     if source == "google_drive":
+        # Another user's connection and a missing one get the same answer: ids are not an oracle.
         cid = spec.source_connection_id or (watch.source_connection_id if watch else None)
         c = s.get(Connection, cid) if cid else None
         if c is None or c.user_id != user.id or c.provider != "google_drive":
             raise Invalid("a google_drive watch needs one of your google_drive connections",
                           field="source_connection_id")
+
+
+OUTSIDE_ROOTS = "local folders are limited to the operator's sources.local_roots"
+
+
+def local_folder(text: str, roots: list[str] | None) -> Path:
+    """The resolved local folder, or Invalid. ``roots=None``: any folder (an admin on the CLI).
+
+    Outside the roots every path gets the same answer, whether it exists, is unreadable (``/proc/1/root``),
+    too long or a symlink out of a root, so the API is no oracle on the host's file system. The check is
+    lexical first (before touching the path), then again on the resolved path (a symlink inside a root that
+    points out of it)."""
+    try:
+        path = Path(text).expanduser()
+        if roots is not None:
+            root_paths = [Path(r).expanduser().resolve() for r in roots]
+            lexical = Path(os.path.normpath(Path.cwd() / path))
+            if not any(lexical.is_relative_to(r) for r in root_paths):
+                raise Invalid(OUTSIDE_ROOTS, field="folder")
+        folder = path.resolve()
+        if roots is not None and not any(folder.is_relative_to(r) for r in root_paths):
+            raise Invalid(OUTSIDE_ROOTS, field="folder")
+        is_dir = folder.is_dir()
+    except (OSError, RuntimeError, ValueError) as exc:  # too long, a loop, no such ~user, no permission
+        if roots is not None:
+            raise Invalid(OUTSIDE_ROOTS if not _under(text, roots) else "folder is not a usable directory",
+                          field="folder") from None
+        raise Invalid(f"folder {text[:200]!r} is not usable: {exc}", field="folder") from None
+    if not is_dir:
+        raise Invalid(f"folder {str(folder)[:500]} does not exist or is not a directory", field="folder")
+    return folder
+
+
+def _under(text: str, roots: list[str]) -> bool:
+    """Lexically under a root (for error messages only: a path that cannot be resolved at all)."""
+    try:
+        lexical = Path(os.path.normpath(Path.cwd() / Path(text).expanduser()))
+        return any(lexical.is_relative_to(Path(r).expanduser().resolve()) for r in roots)
+    except (OSError, RuntimeError, ValueError):
+        return False
 
 
 def _apply(s: Session, user: User, watch: Watch, spec: WatchSpec) -> None:
@@ -101,8 +142,7 @@ def _apply(s: Session, user: User, watch: Watch, spec: WatchSpec) -> None:
         if value is None or f.name == "targets":
             continue
         if f.name == "folder" and (spec.source or watch.source) == "local":
-            value = str(Path(value).expanduser().resolve())
-            watch.folder_name = Path(value).name
+            watch.folder_name = Path(value).name  # already resolved by _validate
         if f.name == "captioner" and value == "":
             value = None
         setattr(watch, f.name, value)
