@@ -151,6 +151,9 @@ class ApiConfig(Section):
     # Proxies whose X-Forwarded-For is trusted for the client address (login rate limits, sessions).
     trusted_proxies: list[str] = ["127.0.0.1"]
     access_log: bool = True
+    # Largest request body accepted (bytes); larger ones get HTTP 413 before they are read. Every API
+    # request is small JSON: the largest (a 20,000-character caption template) stays well under 256 KiB.
+    max_body_bytes: int = Field(262_144, ge=1024, le=64 * 1024 * 1024)
 
 
 class GoogleOAuthConfig(Section):
