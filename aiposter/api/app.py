@@ -11,10 +11,10 @@ from fastapi_offline import FastAPIOffline
 import aiposter
 from aiposter.api import errors
 from aiposter.api.middleware import BodyLimit, DocsPolicy, SecurityHeaders
-from aiposter.api.routes import auth, connections, me, ops, posts, users, watches
+from aiposter.api.routes import audit, auth, connections, me, ops, posts, users, watches
 from aiposter.app import App
 from aiposter.db import is_sqlite
-from aiposter.services.auth import LoginLimiter
+from aiposter.services.limits import LoginLimiter
 
 
 def create_app(application: App, daemon=None) -> FastAPI:
@@ -32,12 +32,12 @@ def create_app(application: App, daemon=None) -> FastAPI:
     api.state.application = application
     api.state.daemon = daemon
     api.state.db_gate = threading.Lock() if is_sqlite(application.engine) else nullcontext()
-    api.state.login_limiter = LoginLimiter(sec.login_max_failures_per_account,
-                                           sec.login_max_failures_per_client, sec.login_window_seconds)
+    api.state.login_limiter = LoginLimiter(sec.login_max_failures_per_account, sec.login_max_failures_per_client,
+                                           sec.login_window_seconds, sec.login_max_failures_per_account_total)
     errors.install(api)
     api.add_middleware(SecurityHeaders)
     api.add_middleware(BodyLimit, max_bytes=application.cfg.api.max_body_bytes)  # outermost: before anything
     api.add_middleware(DocsPolicy)
-    for module in (ops, auth, me, users, connections, watches, posts):
+    for module in (ops, auth, me, users, connections, watches, posts, audit):
         api.include_router(module.router)
     return api

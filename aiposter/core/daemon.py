@@ -142,6 +142,7 @@ class Daemon:
         try:
             sweep_media(self.ctx)
             flag_tokens(self.ctx)
+            purge_security_records(self.ctx)
         except Exception:  # noqa: BLE001
             log.exception("daemon.housekeeping_failed")
 
@@ -175,6 +176,19 @@ def flag_tokens(ctx: Context) -> None:
         for c in flag_expiring_tokens(s):
             log.warning(f"connection.{c.status}", extra=fields(connection_id=c.id, user_id=c.user_id,
                                                                provider=c.provider, reason=c.last_error))
+
+
+def purge_security_records(ctx: Context) -> None:
+    """Audit rows past ``security.audit_retention_days``, and rate-limit counters whose window is over."""
+    from aiposter.services import audit
+    from aiposter.services.limits import Counter
+
+    sec = ctx.cfg.security
+    with session_scope(ctx.engine) as s:
+        n = audit.purge(s, sec.audit_retention_days)
+        Counter(sec.login_window_seconds).purge(s)
+    if n:
+        log.info("audit.purged", extra=fields(rows=n, retention_days=sec.audit_retention_days))
 
 
 def sweep_media(ctx: Context) -> int:

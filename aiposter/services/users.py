@@ -14,7 +14,8 @@ from aiposter.config import Config
 from aiposter.core.models import Post, User, utcnow
 from aiposter.images import remove_media
 from aiposter.passwords import hash_password
-from aiposter.services import Conflict, Invalid, NotFound
+from aiposter.services import Conflict, Invalid, NotFound, audit
+from aiposter.services.audit import OPERATOR, Actor
 
 MIN_PASSWORD = 10
 # zxcvbn's score (0-4): 3 means "safely unguessable" (about 10^8 guesses or more). It knows the common
@@ -55,7 +56,7 @@ def normalize_email(email: str) -> str:
 
 
 def create_user(s: Session, email: str, password: str | None = None, display_name: str = "",
-                role: str = "user") -> User:
+                role: str = "user", actor: Actor = OPERATOR) -> User:
     email = normalize_email(email)
     if role not in ("user", "admin"):
         raise Invalid("role must be user or admin", field="role")
@@ -67,13 +68,16 @@ def create_user(s: Session, email: str, password: str | None = None, display_nam
                 password_hash=hash_password(password) if password else None)
     s.add(user)
     s.flush()
+    audit.record(s, "user.created", actor, subject=user, detail=f"role {role}")
     return user
 
 
-def set_password(s: Session, user: User, password: str) -> User:
+def set_password(s: Session, user: User, password: str, actor: Actor = OPERATOR) -> User:
     validate_password(password, (user.email, user.display_name))
     user.password_hash = hash_password(password)
     user.updated_at = utcnow()
+    own = actor.user is not None and actor.user.id == user.id
+    audit.record(s, "password.changed" if own else "user.password_set", actor, subject=user)
     return user
 
 
@@ -88,14 +92,23 @@ def list_users(s: Session) -> list[User]:
     return list(s.exec(select(User).order_by(User.id)))
 
 
-def delete_user(s: Session, cfg: Config, user: User) -> dict[str, int]:
+def delete_user(s: Session, cfg: Config, user: User, actor: Actor = OPERATOR) -> dict[str, int]:
     """Remove the user and everything they own: sessions, connections and tokens, watches, files seen,
     posts, targets, events (all by ON DELETE CASCADE), their in-flight media files, and the copies of
     their posts in the local outbox (which lives on this machine, unlike a platform's copy)."""
     post_ids = list(s.exec(select(Post.id).where(Post.user_id == user.id)))
     counts = {"posts": len(post_ids)}
+    user_id = user.id
+    audit.forget_user(s, user)
     s.delete(user)
     s.flush()
+    # Recorded by id only: the deleted account's email is not kept.
+    own = actor.user is not None and actor.user.id == user_id
+    event = audit.record(s, "account.deleted" if own else "user.deleted", actor,
+                         detail=f"with {counts['posts']} post record(s)")
+    event.subject_id = user_id
+    if own:
+        event.actor_email = None
     outbox = Path(cfg.publishers.outbox.directory)
     for pid in post_ids:
         remove_media(cfg.media_dir, pid)
