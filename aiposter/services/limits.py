@@ -69,7 +69,8 @@ class Counter:
         h = _hash(key)
         table = RateLimit.__table__
         row = s.execute(sa.select(table.c.count, table.c.window_start).where(table.c.key_hash == h)).first()
-        if row is not None and row.window_start > now - self.window and row.count >= limit:
+        # Over the limit already (and the crossing attempt recorded): refuse by a read alone.
+        if row is not None and row.window_start > now - self.window and row.count > limit:
             raise RateLimited(self._message(what, self._retry_after(row.window_start, now)),
                               self._retry_after(row.window_start, now))
         insert = (postgresql.insert if s.get_bind().dialect.name == "postgresql" else sqlite.insert)(table)
