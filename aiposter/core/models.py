@@ -249,8 +249,7 @@ class AuditEvent(SQLModel, table=True):
 
     __tablename__ = "audit_event"
     id: int | None = Field(default=None, primary_key=True)
-    at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(sa.DateTime(timezone=True), nullable=False,
-                                                                     index=True))
+    at: datetime = Field(default_factory=utcnow, index=True)
     action: str = Field(sa_column=sa.Column(sa.String(50), nullable=False))
     actor_id: int | None = Field(default=None, sa_column=sa.Column(sa.Integer, nullable=True, index=True))
     actor_email: str | None = Field(default=None, sa_column=sa.Column(sa.String(320), nullable=True))
