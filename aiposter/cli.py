@@ -48,6 +48,9 @@ app.add_typer(posts_app, name="posts")
 app.add_typer(config_app, name="config")
 app.add_typer(keys_app, name="keys")
 app.add_typer(pauses_app, name="pauses")
+audit_app = typer.Typer(help="The audit log: logins, user administration, connections, exports, deletions.",
+                        no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
 
 log = logging.getLogger("aiposter")
 
@@ -565,6 +568,29 @@ def check_captioner(cfg: config_mod.Config) -> None:
     problem = captioners.check(cfg.captioner.default, cfg)
     if problem:
         raise fail(f"config error: [captioner] default = {cfg.captioner.default!r}: {problem}", 2)
+
+
+@audit_app.command("list")
+def audit_list(limit: Annotated[int, typer.Option("--limit", min=1, max=10_000)] = 50,
+               user: Annotated[str | None, typer.Option("--user", help="Only events where this user (EMAIL) "
+                                                                        "acted or was acted on.")] = None,
+               action: Annotated[str | None, typer.Option("--action", help="e.g. login.failed")] = None,
+               before: Annotated[int | None, typer.Option("--before", help="Only events older than this id.")]
+               = None,
+               as_json: JsonOpt = False) -> None:
+    """Show audit events, newest first."""
+    from aiposter.services import audit
+
+    with cli_session() as (cfg, s):
+        user_id = service_call(lambda: users_svc.get_user_by_email(s, user)).id if user else None
+        rows = [audit.event_dict(e) for e in audit.list_events(s, limit=limit, before_id=before, action=action,
+                                                               user_id=user_id)]
+    for r in rows:
+        r["actor"] = r["actor_email"] or (f"user {r['actor_id']}" if r["actor_id"] else
+                                        "operator" if r["client"] == "cli" else "anonymous")
+        r["subject"] = r["subject_email"] or (f"user {r['subject_id']}" if r["subject_id"] else "")
+    print_json(rows) if as_json else print_table(rows, ["id", "at", "action", "actor", "subject", "client",
+                                                        "detail"])
 
 
 @config_app.command("check")

@@ -61,10 +61,17 @@ class SecurityConfig(Section):
     encryption_key_file: str = ""
     previous_encryption_keys: list[SecretStr] = []
     session_lifetime_hours: int = Field(24 * 14, ge=1)
-    # Failed logins allowed per window, counted per account and per client address (then HTTP 429).
+    # Password guesses allowed per window (then HTTP 429), counted in the database before the check:
+    # per client address (IPv6: per /64), per account from one client address (also password checks of
+    # POST /me/password and DELETE /me), and per account from all addresses together (addresses the user
+    # has logged in from before are exempt from that one, so strangers cannot lock the owner out).
     login_max_failures_per_account: int = Field(5, ge=1)
     login_max_failures_per_client: int = Field(20, ge=1)
+    login_max_failures_per_account_total: int = Field(100, ge=1)
     login_window_seconds: int = Field(900, ge=1)
+    # Audit log rows (logins, user administration, connections, exports, deletions) older than this are
+    # deleted by housekeeping.
+    audit_retention_days: int = Field(365, ge=1)
 
 
 class RetryConfig(Section):
@@ -200,6 +207,9 @@ class ApiConfig(Section):
     # Proxies whose X-Forwarded-For is trusted for the client address (login rate limits, sessions).
     trusted_proxies: list[str] = ["127.0.0.1"]
     access_log: bool = True
+    # Largest request body accepted (bytes); larger ones get HTTP 413 before they are read. Every API
+    # request is small JSON: the largest (a 20,000-character caption template) stays well under 256 KiB.
+    max_body_bytes: int = Field(262_144, ge=1024, le=64 * 1024 * 1024)
 
 
 class GoogleOAuthConfig(Section):

@@ -14,6 +14,8 @@ from aiposter.app import App
 from aiposter.core.models import AuthSession, User
 from aiposter.db import session_scope
 from aiposter.services import auth
+from aiposter.services.audit import Actor
+from aiposter.services.limits import LoginLimiter
 
 _bearer = HTTPBearer(auto_error=False, description="A token from POST /api/v1/auth/login.")
 
@@ -71,3 +73,15 @@ def client_address(request: Request) -> str:
 def public_url(app: App) -> str:
     api = app.cfg.api
     return (api.public_url or f"http://{api.host}:{api.port}").rstrip("/")
+
+
+def _actor(request: Request, user: Annotated[User, Depends(_user)]) -> Actor:
+    return Actor(user, client_address(request))
+
+
+def login_limiter(request: Request) -> LoginLimiter:
+    return request.app.state.login_limiter
+
+
+CurrentActor = Annotated[Actor, Depends(_actor)]
+Limiter = Annotated[LoginLimiter, Depends(login_limiter)]

@@ -66,7 +66,10 @@ def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
 
 
 def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("api.error", extra={"fields": {"path": request.url.path}})
+    # Starlette runs a sync handler in a worker thread, outside the ``except`` block that caught ``exc``:
+    # log.exception() there would log "NoneType: None". Pass the exception itself.
+    log.error("api.error", exc_info=(type(exc), exc, exc.__traceback__),
+              extra={"fields": {"path": request.url.path}})
     return error_json(500, "internal_error", "internal error; the server log has the details")
 
 

@@ -284,3 +284,27 @@ class Readiness(BaseModel):
     database: str
     scheduler: Literal["running", "stopped", "not_in_this_process"]
     pending_migrations: list[str]
+
+
+# --------------------------------------------------------------------------- audit
+
+
+class AuditEventOut(BaseModel):
+    id: int
+    at: datetime
+    action: str = Field(description="login.succeeded, login.failed, login.locked, password.changed, "
+                                    "password.check_failed, password.locked, user.created, user.password_set, "
+                                    "user.disabled, user.enabled, user.deleted, account.deleted, "
+                                    "connection.added, connection.removed, data.exported")
+    actor_id: int | None = Field(description="Who acted; null for the operator on the CLI, or an anonymous "
+                                             "login attempt.")
+    actor_email: str | None
+    subject_id: int | None = Field(description="The user acted on, if any.")
+    subject_email: str | None
+    client: str = Field(description='The client address, or "cli".')
+    detail: str
+
+
+class AuditPage(BaseModel):
+    items: list[AuditEventOut]
+    next_cursor: int | None = Field(description="Pass as `cursor` for the next (older) page; null at the end.")

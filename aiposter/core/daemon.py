@@ -155,6 +155,7 @@ class Daemon:
             for scope in pauses.lift_stale(self.ctx.engine, self.cfg):
                 log.info("pause.config_changed", extra=fields(scope=scope))
             credentials.refresh_due(credentials.CredentialStore(self.ctx.engine, self.ctx.keyring, self.cfg))
+            purge_security_records(self.ctx)
         except Exception:  # noqa: BLE001
             log.exception("daemon.housekeeping_failed")
 
@@ -188,6 +189,19 @@ def flag_tokens(ctx: Context) -> None:
         for c in flag_expiring_tokens(s):
             log.warning(f"connection.{c.status}", extra=fields(connection_id=c.id, user_id=c.user_id,
                                                                provider=c.provider, reason=c.last_error))
+
+
+def purge_security_records(ctx: Context) -> None:
+    """Audit rows past ``security.audit_retention_days``, and rate-limit counters whose window is over."""
+    from aiposter.services import audit
+    from aiposter.services.limits import Counter
+
+    sec = ctx.cfg.security
+    with session_scope(ctx.engine) as s:
+        n = audit.purge(s, sec.audit_retention_days)
+        Counter(sec.login_window_seconds).purge(s)
+    if n:
+        log.info("audit.purged", extra=fields(rows=n, retention_days=sec.audit_retention_days))
 
 
 def sweep_outbox_temps(ctx: Context, min_age_seconds: float | None = None) -> int:

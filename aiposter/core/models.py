@@ -269,5 +269,38 @@ class OAuthState(SQLModel, table=True):
     provider: str
     state_hash: str = Field(sa_column=sa.Column(sa.String(64), nullable=False, unique=True))
     code_verifier: str | None = _text()  # PKCE verifier, encrypted like a credential
+    # SHA-256 of the nonce in the HttpOnly cookie of the browser that started the flow: the callback links
+    # accounts only for that browser (no login CSRF through a shared or leaked authorization link).
+    browser_hash: str | None = Field(default=None, sa_column=sa.Column(sa.String(64), nullable=True))
     created_at: datetime = Field(default_factory=utcnow)
     expires_at: datetime
+
+
+class RateLimit(SQLModel, table=True):
+    """Attempts per key in a fixed window (password guesses per client address, per account...).
+
+    Incremented with one atomic upsert *before* the guarded check runs, so parallel requests and replicas
+    cannot exceed the limit. Keys are stored as SHA-256: no addresses or emails in this table."""
+
+    __tablename__ = "rate_limit"
+    key_hash: str = Field(sa_column=sa.Column(sa.String(64), primary_key=True))
+    window_start: float = Field(sa_column=sa.Column(sa.Float, nullable=False))  # epoch seconds
+    count: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
+
+
+class AuditEvent(SQLModel, table=True):
+    """Who did what, when, from where: logins, user administration, connections, exports, deletions.
+
+    No foreign keys on purpose: a row naming someone else as well (an admin who deleted a user) outlives the
+    deleted user, with their email erased; rows naming only the deleted user go with them."""
+
+    __tablename__ = "audit_event"
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(default_factory=utcnow, index=True)
+    action: str = Field(sa_column=sa.Column(sa.String(50), nullable=False))
+    actor_id: int | None = Field(default=None, sa_column=sa.Column(sa.Integer, nullable=True, index=True))
+    actor_email: str | None = Field(default=None, sa_column=sa.Column(sa.String(320), nullable=True))
+    subject_id: int | None = Field(default=None, sa_column=sa.Column(sa.Integer, nullable=True, index=True))
+    subject_email: str | None = Field(default=None, sa_column=sa.Column(sa.String(320), nullable=True))
+    client: str = Field(default="", sa_column=sa.Column(sa.String(200), nullable=False))
+    detail: str = _text(nullable=False)

@@ -6,8 +6,10 @@ from sqlmodel import Session
 
 from aiposter.config import Config
 from aiposter.core.models import User, utcnow
-from aiposter.services import Invalid
+from aiposter.services import Invalid, audit
+from aiposter.services.audit import OPERATOR, Actor
 from aiposter.services.auth import check_password, revoke_sessions
+from aiposter.services.limits import LoginLimiter
 from aiposter.services.users import delete_user
 
 MAX_HASHTAGS = 30
@@ -32,16 +34,18 @@ def update_profile(s: Session, user: User, display_name: str | None = None, bran
     return user
 
 
-def set_disabled(s: Session, user: User, disabled: bool) -> User:
+def set_disabled(s: Session, user: User, disabled: bool, actor: Actor = OPERATOR) -> User:
     """Disable (or re-enable) an account; disabling also ends all its sessions."""
     user.disabled = disabled
     user.updated_at = utcnow()
     if disabled:
         revoke_sessions(s, user)
+    audit.record(s, "user.disabled" if disabled else "user.enabled", actor, subject=user)
     return user
 
 
-def delete_own_account(s: Session, cfg: Config, user: User, password: str) -> dict[str, int]:
+def delete_own_account(s: Session, cfg: Config, limiter: LoginLimiter, actor: Actor, user: User,
+                       password: str) -> dict[str, int]:
     """Erase the account (the user confirms with their password) and everything it owns."""
-    check_password(user, password)
-    return delete_user(s, cfg, user)
+    check_password(s, limiter, actor, user, password)
+    return delete_user(s, cfg, user, actor)

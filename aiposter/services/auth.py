@@ -1,17 +1,14 @@
 """Sessions: log in with a password, authenticate bearer tokens, log out, change passwords.
 
 A token is ``secrets.token_urlsafe(32)`` shown once to the client; the database keeps only its SHA-256, so
-a copy of the database cannot be replayed as a login. Failed logins are limited per account and per client
-address by :class:`LoginLimiter`.
+a copy of the database cannot be replayed as a login. Password checks are limited per client address and per
+account by :class:`~aiposter.services.limits.LoginLimiter`, in the database, counted before the check.
 """
 
 from __future__ import annotations
 
 import hashlib
 import secrets
-import threading
-import time
-from collections import deque
 from datetime import timedelta
 
 import sqlalchemy as sa
@@ -19,7 +16,9 @@ from sqlmodel import Session, select
 
 from aiposter.core.models import AuthSession, User, utcnow
 from aiposter.passwords import hash_password, needs_rehash, verify_password
-from aiposter.services import Invalid, ServiceError
+from aiposter.services import Invalid, ServiceError, audit
+from aiposter.services.audit import Actor
+from aiposter.services.limits import LoginLimiter, RateLimited
 from aiposter.services.users import set_password
 
 # How stale ``last_used_at`` may get before a request writes it again: one write a minute, not per request.
@@ -36,88 +35,45 @@ class Forbidden(ServiceError):
     code = "forbidden"
 
 
-class RateLimited(ServiceError):
-    code = "rate_limited"
-
-    def __init__(self, message: str, retry_after: int):
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-class LoginLimiter:
-    """Sliding-window count of failed logins per key (``account:<email>``, ``client:<address>``).
-
-    In memory, per process: restarts forget, and N API replicas allow N times the attempts. That bound is
-    kept on purpose, so that a flood of failures never turns into database writes.
-    """
-
-    MAX_KEYS = 100_000
-
-    def __init__(self, per_account: int, per_client: int, window_seconds: int, clock=time.monotonic):
-        self.limits = {"account": per_account, "client": per_client}
-        self.window = window_seconds
-        self.clock = clock
-        self._failures: dict[str, deque[float]] = {}
-        self._lock = threading.Lock()
-
-    def _recent(self, key: str, now: float) -> deque[float]:
-        q = self._failures.get(key, deque())
-        while q and q[0] <= now - self.window:
-            q.popleft()
-        return q
-
-    def check(self, email: str, client: str) -> None:
-        """Raise RateLimited while either key has used up its failures in the window."""
-        now = self.clock()
-        with self._lock:
-            for kind, key in (("account", email), ("client", client)):
-                q = self._recent(f"{kind}:{key}", now)
-                if len(q) >= self.limits[kind]:
-                    retry = max(1, int(q[0] + self.window - now) + 1)
-                    raise RateLimited(f"too many failed logins for this {kind}; try again in {retry} s",
-                                      retry)
-
-    def failed(self, email: str, client: str) -> None:
-        now = self.clock()
-        with self._lock:
-            if len(self._failures) >= self.MAX_KEYS:
-                self._prune(now)
-            for kind, key in (("account", email), ("client", client)):
-                q = self._recent(f"{kind}:{key}", now)
-                q.append(now)
-                self._failures[f"{kind}:{key}"] = q
-
-    def succeeded(self, email: str) -> None:
-        with self._lock:
-            self._failures.pop(f"account:{email}", None)
-
-    def _prune(self, now: float) -> None:
-        for key in [k for k, q in self._failures.items() if not q or q[-1] <= now - self.window]:
-            del self._failures[key]
-        while len(self._failures) >= self.MAX_KEYS:  # still full of live keys: drop the oldest entries
-            self._failures.pop(next(iter(self._failures)))
+def _known_client(s: Session, user: User, client: str) -> bool:
+    """The user has logged in from this address before (a session row from it still exists)."""
+    q = sa.select(AuthSession.id).where(AuthSession.user_id == user.id, AuthSession.client == client[:200])
+    return s.execute(q.limit(1)).first() is not None
 
 
 def login(s: Session, limiter: LoginLimiter, email: str, password: str, client: str,
           lifetime_hours: int) -> tuple[str, AuthSession, User]:
-    """Check the password and open a session. Returns the token (shown once), the session and the user."""
+    """Check the password and open a session. Returns the token (shown once), the session and the user.
+
+    The attempt is counted (and committed) before the password is checked; see :mod:`.limits`. Failures
+    are audited and committed before the error is raised (the request's unit of work rolls back)."""
     email = email.strip().lower()
-    limiter.check(email, client)
+    actor = Actor(None, client)
     user = s.exec(select(User).where(User.email == email)).first()
+    known = user is not None and _known_client(s, user, client)
+    try:
+        limiter.login_attempt(s, email, client, known)
+    except RateLimited as exc:
+        if exc.first:
+            audit.record(s, "login.locked", actor, subject=user, subject_email=email, detail=exc.message)
+            s.commit()
+        raise
     if user is None or not user.password_hash:
         verify_password(_DUMMY_HASH, password)
-        limiter.failed(email, client)
+        _failed(s, actor, user, email, "unknown account" if user is None else "account without a password")
         raise Unauthorized("wrong email or password")
     if not verify_password(user.password_hash, password):
-        limiter.failed(email, client)
+        _failed(s, actor, user, email, "wrong password")
         raise Unauthorized("wrong email or password")
     if user.disabled:
+        _failed(s, actor, user, email, "account disabled")
         raise Forbidden("this account is disabled")
-    limiter.succeeded(email)
+    limiter.login_succeeded(s, email, client, known)
+    audit.record(s, "login.succeeded", Actor(user, client))
     if needs_rehash(user.password_hash):
         user.password_hash = hash_password(password)
     now = utcnow()
@@ -130,6 +86,11 @@ def login(s: Session, limiter: LoginLimiter, email: str, password: str, client: 
     s.add(session)
     s.flush()
     return token, session, user
+
+
+def _failed(s: Session, actor: Actor, user: User | None, email: str, why: str) -> None:
+    audit.record(s, "login.failed", actor, subject=user, subject_email=email, detail=why)
+    s.commit()
 
 
 def authenticate(s: Session, token: str) -> tuple[User, AuthSession]:
@@ -162,18 +123,30 @@ def revoke_sessions(s: Session, user: User, keep: AuthSession | None = None) -> 
     return s.execute(q.values(revoked_at=utcnow())).rowcount
 
 
-def change_password(s: Session, user: User, current: str, new: str, keep: AuthSession | None) -> int:
+def change_password(s: Session, limiter: LoginLimiter, actor: Actor, user: User, current: str, new: str,
+                    keep: AuthSession | None) -> int:
     """Set a new password and log out every other session. Returns how many were revoked."""
-    if not verify_password(user.password_hash, current):
-        raise Forbidden("the current password is wrong")
+    check_password(s, limiter, actor, user, current, "the current password is wrong")
     try:
-        set_password(s, user, new)
+        set_password(s, user, new, actor)
     except Invalid as exc:
         raise Invalid(exc.message, field="new_password") from None
     return revoke_sessions(s, user, keep)
 
 
-def check_password(user: User, password: str) -> None:
+def check_password(s: Session, limiter: LoginLimiter, actor: Actor, user: User, password: str,
+                   wrong: str = "the password is wrong") -> None:
+    """Re-authentication of a logged-in user, rate-limited like logins (counted before the check)."""
+    try:
+        limiter.reauth_attempt(s, user.id)
+    except RateLimited as exc:
+        if exc.first:
+            audit.record(s, "password.locked", actor, subject=user, detail=exc.message)
+            s.commit()
+        raise
     if not verify_password(user.password_hash, password):
-        raise Forbidden("the password is wrong")
+        audit.record(s, "password.check_failed", actor, subject=user)
+        s.commit()
+        raise Forbidden(wrong)
+    limiter.reauth_succeeded(s, user.id)
 

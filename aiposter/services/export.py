@@ -10,6 +10,8 @@ from __future__ import annotations
 from sqlmodel import Session, select
 
 from aiposter.core.models import Post, PostEvent, PostTarget, SourceFile, User, Watch, WatchTarget, utcnow
+from aiposter.services import audit
+from aiposter.services.audit import OPERATOR, Actor
 from aiposter.services.connections import connection_dict, list_connections
 
 FORMAT = "aiposter.export/1"
@@ -20,7 +22,7 @@ def _row(obj, exclude: tuple[str, ...] = ()) -> dict:
     return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in data.items()}
 
 
-def export_user(s: Session, user: User) -> dict:
+def export_user(s: Session, user: User, actor: Actor = OPERATOR) -> dict:
     # Children are fetched with a join on their owner, not IN (ids): a user may have 100,000 posts.
     watches = list(s.exec(select(Watch).where(Watch.user_id == user.id).order_by(Watch.id)))
     targets = _by(s.exec(select(WatchTarget).join(Watch, Watch.id == WatchTarget.watch_id)
@@ -32,6 +34,7 @@ def export_user(s: Session, user: User) -> dict:
                               .where(Post.user_id == user.id).order_by(PostTarget.id)), "post_id")
     events = _by(s.exec(select(PostEvent).join(Post, Post.id == PostEvent.post_id)
                         .where(Post.user_id == user.id).order_by(PostEvent.id)), "post_id")
+    audit.record(s, "data.exported", actor, subject=user, detail=f"{len(watches)} watch(es), {len(posts)} post(s)")
     return {
         "format": FORMAT,
         "exported_at": utcnow().isoformat(timespec="seconds"),

@@ -16,6 +16,8 @@ from aiposter.core.models import Connection, User, Watch, WatchTarget, utcnow
 from aiposter.services import Invalid, get_owned
 from aiposter.sources.local import local_roots  # noqa: F401 - the rule every caller uses
 
+MAX_ROW_ID = 2**31 - 1  # row ids are 32-bit integers on PostgreSQL
+
 
 @dataclass
 class WatchSpec:
@@ -43,9 +45,9 @@ def parse_target(s: Session, user: User, text: str) -> tuple[str, int | None]:
         raise Invalid(str(exc), field="targets") from None
     if dest.provider is None:
         return platform, None
-    if not conn.isdigit():
+    if not (conn.isascii() and conn.isdigit()):
         raise Invalid(f"target {text!r} needs a connection id: {platform}:<connection id>", field="targets")
-    c = s.get(Connection, int(conn))
+    c = s.get(Connection, int(conn)) if 1 <= int(conn) <= MAX_ROW_ID else None
     if c is None or c.user_id != user.id or c.provider != dest.provider:
         raise Invalid(f"no {platform} connection {conn} on this account", field="targets")
     return platform, c.id
@@ -104,9 +106,12 @@ def _validate(s: Session, cfg: Config, user: User, spec: WatchSpec, watch: Watch
             raise Invalid(str(exc), field="folder") from None
         except registry.AdapterUnavailable as exc:
             raise Invalid(str(exc), field="source") from None
+    if entry.provider is None and spec.source_connection_id is not None:
+        raise Invalid(f"a {source} watch has no source connection", field="source_connection_id")
     if entry.provider is not None:
+        # Another user's connection and a missing one get the same answer: ids are not an oracle.
         cid = spec.source_connection_id or (watch.source_connection_id if watch else None)
-        c = s.get(Connection, cid) if cid else None
+        c = s.get(Connection, cid) if cid and 1 <= cid <= MAX_ROW_ID else None
         if c is None or c.user_id != user.id or c.provider != entry.provider:
             raise Invalid(f"a {source} watch needs one of your {entry.provider} connections",
                           field="source_connection_id")

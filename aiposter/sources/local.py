@@ -174,14 +174,41 @@ def local_roots(cfg: Config, user) -> list[Path]:
     return roots
 
 
+OUTSIDE_ROOTS = ("local folders are limited to this account's folders under the server's "
+                 "sources.local_roots")
+
+
 def validate_folder(cfg: Config, user, folder: str, allow_any_folder: bool) -> str:
     """A local watch's folder: under this user's ``sources.local_roots`` unless an admin (the CLI) sets it,
-    and an existing directory. Returned resolved, as it is stored. Roots are checked first: whether a path
-    outside them exists is none of the user's business."""
-    path = Path(folder).expanduser().resolve()
-    if not allow_any_folder and not any(path.is_relative_to(r) for r in local_roots(cfg, user)):
-        raise ValueError("local folders are limited to this account's folders under the server's "
-                         "sources.local_roots")
-    if not path.is_dir():
-        raise ValueError(f"folder {path} does not exist or is not a directory")
-    return str(path)
+    and an existing directory. Returned resolved, as it is stored; ValueError with the reason otherwise.
+
+    Outside the roots every path gets the same answer, whether it exists, is unreadable (``/proc/1/root``),
+    too long or a symlink out of a root, so the API is no oracle on the host's file system. The check is
+    lexical first (before touching the path), then again on the resolved path (a symlink inside a root that
+    points out of it)."""
+    roots = None if allow_any_folder else local_roots(cfg, user)
+    try:
+        path = Path(folder).expanduser()
+        if roots is not None and not _under(path, roots):
+            raise ValueError(OUTSIDE_ROOTS)
+        resolved = path.resolve()
+        if roots is not None and not any(resolved.is_relative_to(r) for r in roots):
+            raise ValueError(OUTSIDE_ROOTS)
+        is_dir = resolved.is_dir()
+    except (OSError, RuntimeError) as exc:  # too long, a loop, no such ~user, no permission
+        if roots is not None:
+            raise ValueError(OUTSIDE_ROOTS if not _under(Path(folder), roots) else
+                             "folder is not a usable directory") from None
+        raise ValueError(f"folder {folder[:200]!r} is not usable: {exc}") from None
+    if not is_dir:
+        raise ValueError(f"folder {str(resolved)[:500]} does not exist or is not a directory")
+    return str(resolved)
+
+
+def _under(path: Path, roots: list[Path]) -> bool:
+    """Lexically under a root, without touching the file system."""
+    try:
+        lexical = Path(os.path.normpath(Path.cwd() / path.expanduser()))
+    except (OSError, RuntimeError, ValueError):
+        return False
+    return any(lexical.is_relative_to(r) for r in roots)

@@ -2,7 +2,7 @@
 no longer carry the one-hour access-token expiry as the connection's expiry
 
 Revision ID: 0005
-Revises: 0003
+Revises: 0004
 Create Date: 2026-11-25 09:00:00.000000
 """
 

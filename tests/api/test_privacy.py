@@ -117,6 +117,8 @@ def test_deleting_a_user_leaves_nothing_of_theirs(client, application, ann, bob,
 
     after = _snapshot(engine)
     for name in before:
+        if name in ("audit_event", "rate_limit"):
+            continue  # their own rules (rows naming only the user go, a deletion is recorded): test_audit.py
         assert after[name] == before[name] - owned[name], name  # theirs gone, everyone else's untouched
     dump = json.dumps({k: [list(map(str, r)) for r in v] for k, v in after.items()})
     assert ann.email not in dump and "annmarker" not in dump and "bobmarker" in dump

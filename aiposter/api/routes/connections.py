@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import secrets
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request, Response
 
-from aiposter.api.deps import DB, Application, CurrentUser, public_url
+from aiposter.api.deps import DB, Application, CurrentActor, CurrentUser, client_address, public_url
 from aiposter.api.errors import responses
 from aiposter.api.schemas import ConnectionOut, Done, OAuthFinish, OAuthStart, PathId, Provider, Text
 from aiposter.app import App
@@ -35,39 +36,63 @@ def get_connection(connection_id: PathId, user: CurrentUser, s: DB) -> Connectio
 
 
 @router.delete("/{connection_id}", response_model=Done, responses=responses(401, 404, 422))
-def disconnect(connection_id: PathId, user: CurrentUser, s: DB) -> Done:
+def disconnect(connection_id: PathId, user: CurrentUser, actor: CurrentActor, s: DB) -> Done:
     """Disconnect: the stored tokens are deleted now. Watch targets that posted with it are removed."""
-    connections.delete_connection(s, connections.get_connection(s, connection_id, user))
+    connections.delete_connection(s, connections.get_connection(s, connection_id, user), actor)
     return Done(detail=f"connection {connection_id} deleted")
 
 
+def _cookie(provider: str) -> str:
+    return f"aiposter_oauth_{provider}"
+
+
+def _callback_path(provider: str) -> str:
+    return f"/api/v1/connections/{provider}/callback"
+
+
 @router.post("/{provider}/start", response_model=OAuthStart, responses=responses(401, 422))
-def start(provider: Provider, user: CurrentUser, s: DB, app: Application) -> dict:
+def start(provider: Provider, user: CurrentUser, s: DB, app: Application, request: Request,
+          response: Response) -> dict:
     """Begin connecting an account: send the user's browser to `authorize_url`. The provider sends it
-    back to `redirect_uri` (the callback below), which finishes the connection."""
-    return connections.start(s, app.cfg, app.keyring, user, provider, redirect_uri(app, provider))
+    back to `redirect_uri` (the callback below), which finishes the connection.
+
+    The response sets a short-lived HttpOnly cookie: the callback links accounts only in the browser that
+    holds it (call this from the browser that will see the provider's page). Started elsewhere, e.g. with
+    curl, finish with `POST /{provider}/finish` instead."""
+    nonce = secrets.token_urlsafe(32)
+    out = connections.start(s, app.cfg, app.keyring, user, provider, redirect_uri(app, provider), nonce)
+    # SameSite=Lax: sent on the provider's top-level redirect back to us, never on cross-site subrequests.
+    response.set_cookie(_cookie(provider), nonce, max_age=app.cfg.oauth.state_ttl_seconds,
+                        path=_callback_path(provider), httponly=True, samesite="lax",
+                        secure=request.url.scheme == "https")
+    return out
 
 
 @router.get("/{provider}/callback", response_model=list[ConnectionOut], responses=responses(400, 422))
-def callback(provider: Provider, s: DB, app: Application,
+def callback(provider: Provider, s: DB, app: Application, request: Request, response: Response,
              state: Annotated[Text(200, 1), Query()],
              code: Annotated[Text(4096, 1) | None, Query()] = None,
              error: Annotated[Text(200) | None, Query()] = None,
              error_description: Annotated[Text(1000) | None, Query()] = None) -> list[ConnectionOut]:
     """Where the provider redirects the browser. No bearer token: the single-use `state` from `start`
-    identifies the user who began the connection."""
+    identifies the user who began the connection, and the cookie set by `start` proves this is the
+    browser that began it. The answer lists the accounts that were linked."""
+    nonce = request.cookies.get(_cookie(provider))
     if error or not code:
-        connections.take_state(s, app.keyring, provider, state)
+        connections.take_state(s, app.keyring, provider, state, browser_nonce=nonce)
         s.commit()  # the state is spent either way
         raise OAuthFailed(f"the authorization was not granted: {error_description or error or 'no code'}")
-    return _out(connections.finish(s, app.cfg, app.keyring, provider, state, code,
-                                   redirect_uri(app, provider)))
+    linked = connections.finish(s, app.cfg, app.keyring, provider, state, code, redirect_uri(app, provider),
+                                browser_nonce=nonce, client=client_address(request))
+    response.delete_cookie(_cookie(provider), path=_callback_path(provider), httponly=True, samesite="lax",
+                           secure=request.url.scheme == "https")
+    return _out(linked)
 
 
 @router.post("/{provider}/finish", response_model=list[ConnectionOut], responses=responses(400, 401, 422))
-def finish(provider: Provider, body: OAuthFinish, user: CurrentUser, s: DB,
-           app: Application) -> list[ConnectionOut]:
-    """For front ends that receive the redirect themselves: hand over `state` and `code`. The state
-    must have been started by the same user."""
+def finish(provider: Provider, body: OAuthFinish, user: CurrentUser, s: DB, app: Application,
+           request: Request) -> list[ConnectionOut]:
+    """For front ends that receive the redirect themselves, or flows started outside a browser: hand over
+    `state` and `code`. The state must have been started by the same user."""
     return _out(connections.finish(s, app.cfg, app.keyring, provider, body.state, body.code,
-                                   redirect_uri(app, provider), user=user))
+                                   redirect_uri(app, provider), user=user, client=client_address(request)))
