@@ -283,6 +283,8 @@ class Item:
     can_list_children: bool = True
     version: int = 1
     visible: bool = True  # False once the user lost access
+    reported_size: int | None = None     # a metadata ``size`` that differs from the bytes served (fault)
+    served_content: bytes | None = None  # bytes served by alt=media instead of the content (fault)
 
     def to_json(self) -> dict:
         j = {"kind": "drive#file", "id": self.id, "name": self.name, "mimeType": self.mime,
@@ -295,7 +297,7 @@ class Item:
             j["description"] = self.description
         if self.content is not None:
             j["md5Checksum"] = hashlib.md5(self.content).hexdigest()
-            j["size"] = str(len(self.content))
+            j["size"] = str(len(self.content) if self.reported_size is None else self.reported_size)
             j["headRevisionId"] = f"rev{self.version}"
             if "." in self.name:
                 j["fileExtension"] = self.name.rsplit(".", 1)[1]
@@ -365,6 +367,8 @@ class FakeDrive:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            wbufsize = 1 << 16              # one write per response (no Nagle/delayed-ACK stalls)
+            disable_nagle_algorithm = True
 
             def log_message(self, *args):
                 pass
@@ -382,7 +386,7 @@ class FakeDrive:
         self.token_uri = f"{self.url}/token"
         self.revoke_uri = f"{self.url}/revoke"
         self.auth_uri = f"{self.url}/o/oauth2/auth"
-        self._threads = [threading.Thread(target=self.server.serve_forever, daemon=True),
+        self._threads = [threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True),
                          threading.Thread(target=self._push_loop, daemon=True)]
         for t in self._threads:
             t.start()
@@ -445,12 +449,13 @@ class FakeDrive:
             self._push_pending.update(c.id for c in self.channels.values() if not c.stopped)
             self._push_wakeup.notify_all()
 
-    def _add(self, name, mime, parent, *, content=None, description="", shortcut=None) -> str:
+    def _add(self, name, mime, parent, *, content=None, description="", shortcut=None, age: float = 0.0) -> str:
         with self.lock:
             parent = self._resolve(parent)
             p = self.items[parent]
             now = self._tick()
-            item = Item(self._new_id(), name, mime, [parent], now, now, content=content, description=description,
+            item = Item(self._new_id(), name, mime, [parent], now - age, now - age, content=content,
+                        description=description,
                         drive_id=p.drive_id or (parent if parent in self.drives else None))
             if shortcut:
                 item.shortcut_target, item.shortcut_target_mime = shortcut, self.items[shortcut].mime
@@ -465,9 +470,9 @@ class FakeDrive:
         return self._add(name, FOLDER, parent)
 
     def add_file(self, name: str, parent: str = "root", content: bytes = b"\xff\xd8\xff\xe0fake-jpeg",
-                 mime: str = "image/jpeg", description: str = "") -> str:
-        """Create or upload a file."""
-        return self._add(name, mime, parent, content=content, description=description)
+                 mime: str = "image/jpeg", description: str = "", age: float = 0.0) -> str:
+        """Create or upload a file (``age``: seconds since it was created, for an old photo)."""
+        return self._add(name, mime, parent, content=content, description=description, age=age)
 
     def add_files(self, parent: str, n: int, mime: str = "image/jpeg") -> list[str]:
         """Many files at once, without a push notification per file (a bulk upload)."""
@@ -554,6 +559,14 @@ class FakeDrive:
         """The folder is visible but its children cannot be listed (capabilities.canListChildren false)."""
         self._touch(folder_id, can_list_children=False)
 
+    def misreport_size(self, file_id: str, size: int):
+        """Metadata says ``size`` while the real bytes are longer (tests the cap while streaming)."""
+        self.items[file_id].reported_size = size
+
+    def corrupt_media(self, file_id: str, data: bytes):
+        """alt=media serves ``data``, which does not match the md5Checksum in the metadata."""
+        self.items[file_id].served_content = data
+
     def add_shared_drive(self, name: str) -> str:
         with self.lock:
             did = self._new_id("0A")
@@ -575,6 +588,7 @@ class FakeDrive:
     def expire_page_tokens(self):
         """Every page token handed out so far is now rejected (as after a long outage)."""
         with self.lock:
+            self.log.append({"seq": len(self.log) + 1, "key": ("noop", ""), "time": self._tick()})
             self.oldest_valid_token = len(self.log) + 1
 
     def _descendants(self, folder_id: str) -> list[str]:
@@ -768,6 +782,8 @@ class FakeDrive:
         with self.lock:
             item = self._get_item(id, params)
             content, mime = item.content, item.mime
+            if item.served_content is not None:
+                content = item.served_content
         if content is None:
             raise ApiError(403, "fileNotDownloadable", "Only files with binary content can be downloaded. Use "
                            "Export with Docs Editors files.", location="alt")
@@ -901,6 +917,8 @@ class FakeDrive:
     def _render_change(self, e: dict, all_drives: bool, include_removed: bool, restrict: bool) -> dict | None:
         kind, key = e["key"]
         base = {"kind": "drive#change", "time": _rfc3339(e["time"])}
+        if kind == "noop":
+            return None
         if kind == "drive":
             d = self.drives[key]
             if not all_drives or restrict:
