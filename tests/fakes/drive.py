@@ -317,6 +317,7 @@ class Fault:
     retry_after: str | None = None
     hang: float = 0.0  # seconds to stall before answering (longer than the client's timeout: a timeout)
     body: bytes | None = None  # a raw body instead of the envelope (e.g. an HTML error page)
+    after: int = 0             # let this many requests through first
 
 
 @dataclass
@@ -605,7 +606,7 @@ class FakeDrive:
 
     def fail_next(self, endpoint: str, status: int = 500, reason: str | None = None, *, times: int = 1,
                   message: str | None = None, retry_after: str | None = None, hang: float = 0.0,
-                  domain: str | None = None, body: bytes | None = None):
+                  domain: str | None = None, body: bytes | None = None, after: int = 0):
         """The next ``times`` requests to ``endpoint`` (e.g. ``changes.list``, ``files.get_media``, ``token``)
         fail like Google does."""
         reason = reason or {403: "userRateLimitExceeded", 429: "rateLimitExceeded", 401: "authError",
@@ -616,7 +617,8 @@ class FakeDrive:
         if domain is None:
             domain = "usageLimits" if "RateLimit" in reason or reason == "rateLimitExceeded" else "global"
         self.faults.setdefault(endpoint, deque()).extend(
-            Fault(status, reason, message, domain, retry_after, hang, body) for _ in range(times))
+            Fault(status, reason, message, domain, retry_after, hang, body, after if k == 0 else 0)
+            for k in range(times))
 
     def reset_counts(self):
         self.counts.clear()
@@ -659,7 +661,12 @@ class FakeDrive:
                 name = "files.get_media"
             with self.lock:
                 self.counts[name] += 1
-                fault = self.faults.get(name) and self.faults[name].popleft()
+                queue = self.faults.get(name)
+                fault = None
+                if queue and queue[0].after > 0:
+                    queue[0].after -= 1
+                elif queue:
+                    fault = queue.popleft()
             try:
                 if fault:
                     self._raise_fault(fault)

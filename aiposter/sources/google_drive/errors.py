@@ -108,7 +108,7 @@ def from_http_error(err: HttpError, what: str) -> SourceError:
 
 
 def from_refresh_error(err: gauth_errors.RefreshError) -> SourceError:
-    text = str(err)
+    text = str(err.args[0]) if err.args else str(err)  # args[1] is the decoded response body, if any
     if getattr(err, "retryable", False):
         return SourceError(f"Google's token endpoint failed: {text[:200]}", code="server_error")
     if text.startswith(("invalid_client", "unauthorized_client")):
