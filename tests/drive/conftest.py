@@ -36,7 +36,7 @@ def client(fake, refreshed):
 
 
 class Receiver:
-    """A push-notification endpoint: records every POST's headers."""
+    """A push-notification endpoint: records every POST's headers (names lower-cased, as ASGI gives them)."""
 
     def __init__(self):
         self.received: list[dict] = []
@@ -49,7 +49,7 @@ class Receiver:
 
             def do_POST(self):
                 self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                rec.received.append(dict(self.headers.items()))
+                rec.received.append({k.lower(): v for k, v in self.headers.items()})
                 self.send_response(rec.status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()

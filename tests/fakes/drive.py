@@ -361,6 +361,7 @@ class FakeDrive:
         self._clock = time.time()
         self._push_wakeup = threading.Condition()
         self._push_pending: set[str] = set()
+        self._pushing = False
         self._closing = threading.Event()
         self.root_id = self._new_id("0A")
         self.items[self.root_id] = Item(self.root_id, "My Drive", FOLDER, [], self._tick(), self._tick())
@@ -1101,31 +1102,42 @@ class FakeDrive:
                 while not self._push_pending and not self._closing.is_set():
                     self._push_wakeup.wait()
                 pending, self._push_pending = self._push_pending, set()
-            for key in sorted(pending):
-                state, _, cid = key.rpartition(":")
-                with self.lock:
-                    ch = self.channels.get(cid)
-                    if ch is None or ch.stopped or ch.expiration_ms <= time.time() * 1000:
-                        continue
-                    ch.message_number += 1
-                    headers = {"X-Goog-Channel-ID": ch.id, "X-Goog-Channel-Expiration": formatdate(
-                        ch.expiration_ms / 1000, usegmt=True), "X-Goog-Resource-ID": ch.resource_id,
-                        "X-Goog-Resource-URI": f"{self.api_url}changes?alt=json&pageToken={ch.page_token}",
-                        "X-Goog-Resource-State": state or "change", "X-Goog-Message-Number": str(ch.message_number)}
-                    if ch.token is not None:
-                        headers["X-Goog-Channel-Token"] = ch.token
-                    address = ch.address
+                self._pushing = True
+            self._deliver(pending)
+            with self._push_wakeup:
+                self._pushing = False
+
+    def push_idle(self) -> bool:
+        """No notification waiting or being delivered (every change so far has been pushed)."""
+        with self._push_wakeup:
+            return not self._push_pending and not self._pushing
+
+    def _deliver(self, pending: set[str]):
+        for key in sorted(pending, key=lambda k: (not k.startswith("sync:"), k)):  # sync first, as Google
+            state, _, cid = key.rpartition(":")
+            with self.lock:
+                ch = self.channels.get(cid)
+                if ch is None or ch.stopped or ch.expiration_ms <= time.time() * 1000:
+                    continue
+                ch.message_number += 1
+                headers = {"X-Goog-Channel-ID": ch.id, "X-Goog-Channel-Expiration": formatdate(
+                    ch.expiration_ms / 1000, usegmt=True), "X-Goog-Resource-ID": ch.resource_id,
+                    "X-Goog-Resource-URI": f"{self.api_url}changes?alt=json&pageToken={ch.page_token}",
+                    "X-Goog-Resource-State": state or "change", "X-Goog-Message-Number": str(ch.message_number)}
+                if ch.token is not None:
+                    headers["X-Goog-Channel-Token"] = ch.token
+                address = ch.address
+            status = None
+            try:
+                req = urllib.request.Request(address, data=b"", method="POST", headers=headers)
+                with urllib.request.urlopen(req, timeout=5) as resp:
+                    status = resp.status
+            except urllib.error.HTTPError as e:
+                status = e.code
+            except OSError:
                 status = None
-                try:
-                    req = urllib.request.Request(address, data=b"", method="POST", headers=headers)
-                    with urllib.request.urlopen(req, timeout=5) as resp:
-                        status = resp.status
-                except urllib.error.HTTPError as e:
-                    status = e.code
-                except OSError:
-                    status = None
-                with self.lock:
-                    self.deliveries.append(Delivery(cid, state or "change", status, headers))
+            with self.lock:
+                self.deliveries.append(Delivery(cid, state or "change", status, headers))
 
 
 class _OAuthError(Exception):
