@@ -40,7 +40,7 @@ def test_query_language_subset_and_refusals(fake, client):
     p = fake.add_folder("P")
     fake.add_file("it's.jpg", p)
     fake.add_native("doc", p)
-    q = "'%s' in parents and trashed = false and not mimeType = 'application/vnd.google-apps.document'" % p
+    q = f"'{p}' in parents and trashed = false and not mimeType = 'application/vnd.google-apps.document'"
     got = _svc(client).files().list(q=q).execute()
     assert [f["name"] for f in got["files"]] == ["it's.jpg"] and got["kind"] == "drive#fileList"
     named = _svc(client).files().list(q="name contains 'it\\'s'").execute()

@@ -265,6 +265,16 @@ def parse_q(q: str, aliases: dict | None = None):
 # --------------------------------------------------------------------------- state
 
 
+_MD5: dict[int, tuple[bytes, str]] = {}
+
+
+def _md5(content: bytes) -> str:
+    hit = _MD5.get(id(content))
+    if hit is None or hit[0] is not content:
+        hit = _MD5[id(content)] = (content, hashlib.md5(content).hexdigest())
+    return hit[1]
+
+
 @dataclass
 class Item:
     id: str
@@ -296,7 +306,7 @@ class Item:
         if self.description:
             j["description"] = self.description
         if self.content is not None:
-            j["md5Checksum"] = hashlib.md5(self.content).hexdigest()
+            j["md5Checksum"] = _md5(self.content)
             j["size"] = str(len(self.content) if self.reported_size is None else self.reported_size)
             j["headRevisionId"] = f"rev{self.version}"
             if "." in self.name:
@@ -859,12 +869,12 @@ class FakeDrive:
                         continue
                 elif corpora == "drive":
                     continue
-                j = item.to_json()
-                if pred(j):
-                    rows.append(j)
-        rows.sort(key=lambda j: (j["name"].lower(), j["id"]) if params.get("orderBy", "").startswith("name")
-                  else (j["createdTime"], j["id"]))
-        page = rows[offset:offset + size]
+                if pred({"parents": item.parents, "trashed": item.trashed, "mimeType": item.mime,
+                         "name": item.name}):
+                    rows.append(item)
+            rows.sort(key=lambda i: (i.name.lower(), i.id) if params.get("orderBy", "").startswith("name")
+                      else (i.created, i.id))
+            page = [i.to_json() for i in rows[offset:offset + size]]
         out = {"kind": "drive#fileList", "incompleteSearch": False, "files": page}
         if offset + size < len(rows):
             out["nextPageToken"] = self._page_token("files", offset + size, query)
