@@ -303,3 +303,27 @@ def test_a_transient_error_mid_poll_leaves_the_token_usable(fake, client, photos
     assert getattr(err.value, "code", None) == "server_error" and not err.value.permanent
     w.poll()  # same token again: nothing lost
     assert w.posted["w"] == ["s.jpg"]
+
+
+def test_resync_reports_a_lost_folder_for_that_watch_and_lists_the_others(fake, client, photos):
+    gone = fake.add_folder("Gone")
+    fake.add_file("a.jpg", photos, content=b"a")
+    fake.delete(gone)
+    r = resync(client, [WatchSpec("ok", photos), WatchSpec("gone", gone)])
+    assert [f.name for f in r.listings["ok"].files] == ["a.jpg"]
+    [problem] = r.problems
+    assert problem.watch == "gone" and problem.error.code == "folder_not_found" and problem.error.permanent
+    assert r.new_token == client.start_page_token()
+
+
+def test_an_auth_failure_while_resolving_ancestry_fails_the_poll_instead_of_misrouting(fake, client, photos):
+    w = Watcher(client, [WatchSpec("w", photos, include_subfolders=True)])
+    sub = fake.add_folder("Sub", photos)
+    fake.add_file("s.jpg", sub, content=b"s")
+    w.cache.clear()
+    fake.fail_next("files.get", 403, "insufficientPermissions", message="insufficient scopes")
+    with pytest.raises(Exception) as err:
+        w.poll()
+    assert getattr(err.value, "code", None) == "auth"
+    w.poll()
+    assert w.posted["w"] == ["s.jpg"]

@@ -43,6 +43,7 @@ MAX_DEPTH = 64          # folder nesting followed upwards before giving up (cycl
 PARENTS_PER_QUERY = 20  # folders listed by one files.list ("'a' in parents or 'b' in parents ...")
 
 NEW, UNCHANGED, DUPLICATE, CONTENT_CHANGED = "new", "unchanged", "duplicate", "content_changed"
+_GONE = ("not_found", "forbidden")  # an item this account cannot see (any other error fails the poll)
 
 
 @dataclass(frozen=True)
@@ -150,7 +151,7 @@ class AncestryCache:
                                     fields="id,mimeType,parents,trashed")
                 node = _Node(f.parents, f.trashed)
             except SourceError as exc:
-                if not exc.permanent:
+                if exc.code not in _GONE:
                     raise
                 node = _Node(())        # gone or not visible: nothing above it that we can watch
             self.put(folder_id, node.parents, node.trashed)
@@ -212,7 +213,7 @@ class _Router:
                 try:
                     self.targets[f.target_id] = self.client.get_file(f.target_id, f"following shortcut {f.name}")
                 except SourceError as exc:
-                    if not exc.permanent:
+                    if exc.code not in _GONE:
                         raise
                     self.targets[f.target_id] = None
             t = self.targets[f.target_id]
@@ -374,7 +375,7 @@ def resync(client: DriveClient, watches: Iterable[WatchSpec], *, cache: Ancestry
         try:
             out.listings[w.key] = list_watch(client, w, cache=cache)
         except SourceError as exc:
-            if not exc.permanent:
+            if not exc.code or not exc.code.startswith(("folder_", "not_a_folder")):
                 raise
             out.problems.append(WatchProblem(w.key, exc))
     if cache is not None:
