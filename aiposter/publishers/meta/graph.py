@@ -122,6 +122,9 @@ def classify(err: GraphError, who: str, usage: Usage | None = None) -> PublishEr
     if code in AUTH_CODES or sub in AUTH_SUBCODES or (code is not None and 200 <= code <= 299) \
             or code in (25, 283) or (code == 100 and sub == 33):
         return PublishError(msg, permanent=True, code="auth")
+    if code in (12, 2635):  # the configured Graph version is deprecated or gone
+        return PublishError(f"{msg}; set a current Graph API version in the config", code="config",
+                            retry_after=3600)
     if code == 100 and "appsecret" in err.message.lower():
         return PublishError(f"{msg}; check the app secret in the config", code="config", retry_after=3600)
     if code in MEDIA_CODES or sub in MEDIA_SUBCODES:
