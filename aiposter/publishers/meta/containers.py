@@ -44,6 +44,7 @@ class ContainerPublisher:
                  max_poll_seconds: float = 60.0, max_wait_seconds: float = 900.0,
                  probe=probe_media_url, now=utcnow, list_limit: int = 25):
         self.client = client
+        client.who = self.who  # messages name the platform, not the Graph host
         self.user_id = user_id
         self.poll_seconds = poll_seconds
         self.max_poll_seconds = max_poll_seconds
@@ -126,10 +127,10 @@ class ContainerPublisher:
             try:
                 used, _, _ = self.quota(since=now - timedelta(seconds=duration) + timedelta(hours=hours))
             except PublishError:
-                break
+                return QUOTA_WAIT
             if used < total:
                 return hours * 3600.0
-        return float(min(QUOTA_WAIT * 6, duration)) if duration else QUOTA_WAIT
+        return float(duration)  # full at every probe: by then every post counted now has left the window
 
     def status(self, container_id: str) -> tuple[str, str]:
         body = self.client.get(container_id, {"fields": f"{self.status_field},{self.status_detail}"})

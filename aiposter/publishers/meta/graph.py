@@ -286,6 +286,10 @@ class GraphClient:
                                f"({self.usage.header}); waiting before the next call",
                                code="rate_limited", retry_after=remaining)
         url = path if absolute else f"{self.base if versioned else self.root}/{path.lstrip('/')}"
+        if absolute:  # httpx replaces a URL's query with ``params``: carry the cursor over explicitly
+            u = httpx.URL(url)
+            params = {**dict(u.params), **(params or {})}
+            url = str(u.copy_with(query=None))
         auth = {"access_token": self.token}
         if self.app_secret:
             auth["appsecret_proof"] = appsecret_proof(self.token, self.app_secret)
