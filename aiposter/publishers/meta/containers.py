@@ -15,6 +15,7 @@ post.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 
 from aiposter.core.errors import PublishError
@@ -42,7 +43,8 @@ class ContainerPublisher:
 
     def __init__(self, client: GraphClient, user_id: str, *, poll_seconds: float = 5.0,
                  max_poll_seconds: float = 60.0, max_wait_seconds: float = 900.0,
-                 probe=probe_media_url, now=utcnow, list_limit: int = 25):
+                 probe=probe_media_url, now=utcnow, list_limit: int = 25,
+                 claimed: Callable[[], Iterable[str]] | None = None):
         self.client = client
         client.who = self.who  # messages name the platform, not the Graph host
         self.user_id = user_id
@@ -52,6 +54,7 @@ class ContainerPublisher:
         self.probe = probe
         self.now = now
         self.list_limit = list_limit
+        self.claimed = claimed or (lambda: ())  # media ids other targets already own
 
     def create_params(self, req) -> dict:
         raise NotImplementedError
@@ -85,9 +88,10 @@ class ContainerPublisher:
             if code == "PUBLISHED":
                 return self._adopt(handle)
             if code == "FINISHED":
-                # Belt and braces against a status that lags a publish that did go through.
-                found = self.find_media(handle)
-                return found or Pending(handle, 0, f"{self.who} container is ready; publishing it")
+                # Not published (a container is published at most once and then says so): continue
+                # from it. Not a caption search: two posts may share a caption, and adopting the other
+                # one would silently skip this post.
+                return Pending(handle, 0, f"{self.who} container is ready; publishing it")
         except PublishError as exc:
             if exc.code in TRANSIENT:
                 raise
@@ -191,11 +195,12 @@ class ContainerPublisher:
     def find_media(self, handle: dict) -> Published | None:
         created = parse_time(handle.get("created_at"))
         floor = created - timedelta(minutes=5) if created else None
+        claimed = set(self.claimed())
         body = self.client.get(f"{self.user_id}/{self.list_edge}",
                                {"fields": f"id,{self.text_field},timestamp,permalink", "limit": self.list_limit})
         for item in body.get("data") or []:
             ts = parse_time(item.get("timestamp"))
-            if floor and ts and ts < floor:
+            if (floor and ts and ts < floor) or str(item.get("id")) in claimed:
                 continue
             if (item.get(self.text_field) or "").strip() == (handle.get("caption") or "").strip():
                 return Published(str(item["id"]), item.get("permalink"))

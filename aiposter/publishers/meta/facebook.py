@@ -14,6 +14,7 @@ as a definite "not there".
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -38,8 +39,10 @@ class FacebookPage:
     platform = "facebook"
 
     def __init__(self, client: GraphClient, page_id: str, *, settle_seconds: float = 120.0,
-                 clock_skew_seconds: float = 300.0, max_list_pages: int = 8, now=utcnow):
+                 clock_skew_seconds: float = 300.0, max_list_pages: int = 8, now=utcnow,
+                 claimed: Callable[[], Iterable[str]] | None = None):
         self.client = client
+        self.claimed = claimed or (lambda: ())  # post ids other targets already own (same caption twice)
         self.page_id = page_id
         self.settle_seconds = settle_seconds
         self.clock_skew = timedelta(seconds=clock_skew_seconds)
@@ -52,6 +55,12 @@ class FacebookPage:
         handle = req.handle or {}
         if handle.get("post_id"):
             return self._published(handle["post_id"])
+        if handle.get("step") == "upload":
+            # An earlier upload was sent and its answer lost (or was an error that may still have
+            # committed, like a 500): look before sending again, whatever the pipeline did before.
+            found = self.recover(req)
+            if found is not None:
+                return found
         data = _read_jpeg(req.media_path)
         # The upload is one-shot: commit when and with what caption we send it, so recovery can look.
         req.checkpoint({"step": "upload", "sent_at": iso(self.now()), "caption": req.caption})
@@ -98,6 +107,7 @@ class FacebookPage:
         """The Page's post or photo with this caption created at or after ``since`` (minus the skew
         margin), newest first. Raises when the listing cannot be completed."""
         floor = since - self.clock_skew
+        claimed = set(self.claimed())
         params = {"since": int(floor.timestamp()), "limit": 25}
         for edge, fields, text_key in (("posts", "id,message,created_time,permalink_url", "message"),
                                        ("photos", "id,name,created_time,page_story_id,link", "name")):
@@ -111,9 +121,12 @@ class FacebookPage:
                         older = True
                         continue
                     if same_caption(item.get(text_key), caption):
+                        post_id = str(item["id"]) if edge == "posts" else \
+                            str(item.get("page_story_id") or f"{self.page_id}_{item['id']}")
+                        if post_id in claimed:
+                            continue
                         if edge == "posts":
-                            return Published(str(item["id"]), item.get("permalink_url"))
-                        post_id = str(item.get("page_story_id") or f"{self.page_id}_{item['id']}")
+                            return Published(post_id, item.get("permalink_url"))
                         return self._published(post_id)
                 nxt = (body.get("paging") or {}).get("next")
                 if older or not nxt:
