@@ -133,3 +133,25 @@ def test_facebook_refusing_the_file_is_a_readable_media_error(graph, page, tmp_p
     with pytest.raises(PublishError) as exc:
         page.publish(request(media_path=bad))
     assert exc.value.code == "media" and exc.value.permanent and "invalid image file" in exc.value.message
+
+
+def test_publish_again_after_a_lost_answer_looks_first_and_does_not_upload_twice(graph, page, photo):
+    req = request(media_path=photo)
+    graph.fail("photos", commit_then_drop())
+    with pytest.raises(PublishError):
+        page.publish(req)
+    req.handle = req.checkpoint.handles[-1]
+    again = page.publish(req)  # a pipeline that retries instead of recovering
+    assert again.platform_post_id == graph.page_posts("p1")[0]["id"]
+    assert len(graph.calls("photos")) == 1
+
+
+def test_the_same_caption_twice_never_adopts_another_targets_post(graph, graph_client, photo):
+    token = graph.add_page("p1", "Bakery")
+    owned: set[str] = set()
+    page = FacebookPage(graph_client(token), "p1", settle_seconds=0, claimed=lambda: owned)
+    req = request(media_path=photo)
+    first = page.publish(request(media_path=photo))  # another photo, same template caption
+    owned.add(first.platform_post_id)
+    req.handle = {"step": "upload", "sent_at": datetime.now(UTC).isoformat(), "caption": req.caption}
+    assert page.recover(req) is None  # ours never landed; the other target's post is not ours
