@@ -1,1 +1,2 @@
-"""Loopback fakes of external services shared by several test packages (import as ``fakes.drive``)."""
+"""Loopback fakes of external services, one module per service, shared by the tests (``fakes.drive``,
+``fakes.meta``)."""
