@@ -137,7 +137,7 @@ class GeminiConfig(LLMProviderConfig):
 
 
 class AnthropicConfig(LLMProviderConfig):
-    model: str = Field("claude-sonnet-4-5", min_length=1)
+    model: str = Field("claude-sonnet-4-6", min_length=1)
 
 
 class OpenAICompatibleConfig(LLMProviderConfig):

@@ -75,7 +75,7 @@ def test_an_unknown_model_is_a_config_fault_naming_the_model(provider, photo):
 
 
 @pytest.mark.parametrize(("provider", "default"), [("openai", "gpt-4o-mini"), ("gemini", "gemini-2.5-flash"),
-                                                   ("anthropic", "claude-sonnet-4-5")])
+                                                   ("anthropic", "claude-sonnet-4-6")])
 def test_a_section_without_model_uses_the_providers_default(provider, default, photo):
     with FAKES[provider]() as fake:
         fake.models = {default}
