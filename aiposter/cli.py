@@ -29,6 +29,7 @@ from aiposter.core.media import store_for
 from aiposter.db import AlreadyRunning, pending_migrations, session_scope
 from aiposter.db import describe as describe_db
 from aiposter.services import Invalid, ServiceError
+from aiposter.services import notify as notify_svc
 from aiposter.services import posts as posts_svc
 from aiposter.services import review as review_svc
 from aiposter.services import users as users_svc
@@ -40,6 +41,7 @@ app = typer.Typer(help="ai-poster: watch folders, caption images, publish posts.
 user_app = typer.Typer(help="Manage users.", no_args_is_help=True)
 watch_app = typer.Typer(help="Manage watches (folders polled for new images).", no_args_is_help=True)
 posts_app = typer.Typer(help="Inspect posts.", no_args_is_help=True)
+notify_app = typer.Typer(help="Notifications to a user (Apprise URLs).", no_args_is_help=True)
 config_app = typer.Typer(help="Configuration.", no_args_is_help=True)
 keys_app = typer.Typer(help="Encryption keys for stored credentials.", no_args_is_help=True)
 pauses_app = typer.Typer(help="Pauses every replica respects (captioner outages, refused keys, accounts "
@@ -47,6 +49,7 @@ pauses_app = typer.Typer(help="Pauses every replica respects (captioner outages,
 app.add_typer(user_app, name="user")
 app.add_typer(watch_app, name="watch")
 app.add_typer(posts_app, name="posts")
+app.add_typer(notify_app, name="notify")
 app.add_typer(config_app, name="config")
 app.add_typer(keys_app, name="keys")
 app.add_typer(pauses_app, name="pauses")
@@ -120,11 +123,18 @@ def open_db(cfg: config_mod.Config, **kw) -> App:
 @contextmanager
 def cli_session() -> Iterator[tuple[config_mod.Config, Session]]:
     """Config, database and one unit of work for a command; closed (and committed) on the way out."""
+    with cli_app(keys=False) as (cfg, _app, s):
+        yield cfg, s
+
+
+@contextmanager
+def cli_app(keys: bool = True) -> Iterator[tuple[config_mod.Config, App, Session]]:
+    """Like :func:`cli_session`, with the opened app (its keyring, for commands that encrypt)."""
     cfg = load_config()
-    application = open_db(cfg, keys=False, create=False)
+    application = open_db(cfg, keys=keys, create=False)
     try:
         with session_scope(application.engine) as s:
-            yield cfg, s
+            yield cfg, application, s
     finally:
         application.close()
 
@@ -625,6 +635,58 @@ def posts_publish_now(post_id: int) -> None:
     """Publish without waiting for the watch's posting window or daily cap (min_spacing still holds)."""
     _review_action(post_id, lambda s, cfg, p: review_svc.publish_now(s, p, OPERATOR),
                    f"post {post_id} will publish without waiting for its schedule")
+
+
+# =========================================================================== notifications
+
+
+@notify_app.command("add")
+def notify_add(url: Annotated[str, typer.Argument(help="An Apprise URL: ntfy://topic, tgram://TOKEN/CHAT, "
+                                                       "mailto://..., json://host/path ...")],
+               user: Annotated[str | None, typer.Option("--user")] = None,
+               label: Annotated[str, typer.Option("--label")] = "") -> None:
+    """Add a notification URL for a user (stored encrypted; shown masked)."""
+    with cli_app() as (cfg, application, s):
+        owner = _owner(s, user)
+        ch = service_call(lambda: notify_svc.add_channel(s, application.keyring, owner, url, label))
+        shown = notify_svc.channel_dict(ch, application.keyring)
+    typer.echo(f"added notification URL {shown['id']}: {shown['url']}")
+
+
+@notify_app.command("list")
+def notify_list(user: Annotated[str | None, typer.Option("--user")] = None, as_json: JsonOpt = False) -> None:
+    """A user's notification URLs (masked) and their latest notifications."""
+    with cli_app() as (cfg, application, s):
+        owner = _owner(s, user)
+        rows = [notify_svc.channel_dict(c, application.keyring) for c in notify_svc.list_channels(s, owner)]
+        recent = [notify_svc.notification_dict(n) for n in notify_svc.recent(s, owner, limit=10)]
+    if as_json:
+        print_json({"channels": rows, "recent": recent})
+        return
+    print_table(rows, ["id", "label", "url", "created_at"])
+    if recent:
+        typer.echo("")
+        print_table(recent, ["id", "kind", "status", "title", "created_at", "sent_at", "last_error"])
+
+
+@notify_app.command("remove")
+def notify_remove(channel_id: int, user: Annotated[str | None, typer.Option("--user")] = None) -> None:
+    """Remove a notification URL."""
+    with cli_session() as (cfg, s):
+        owner = _owner(s, user)
+        service_call(lambda: notify_svc.remove_channel(s, owner, channel_id))
+    typer.echo(f"removed notification URL {channel_id}")
+
+
+@notify_app.command("test")
+def notify_test(user: Annotated[str | None, typer.Option("--user")] = None) -> None:
+    """Send a sample message to the user's notification URLs now."""
+    with cli_app() as (cfg, application, s):
+        owner = _owner(s, user)
+        result = service_call(lambda: notify_svc.send_test(s, application.keyring, cfg, owner))
+    if not result.ok:
+        raise fail(f"not delivered: {result.error}", 1)
+    typer.echo("test notification sent")
 
 
 # =========================================================================== pauses

@@ -334,6 +334,8 @@ class ExportDocument(BaseModel):
     profile: dict[str, Any]
     connections: list[ConnectionOut]
     watches: list[dict[str, Any]]
+    notifications: dict[str, Any] = Field(description="Notification URLs (secrets masked) and recent "
+                                                      "notifications.")
     posts: list[dict[str, Any]]
 
 
@@ -370,3 +372,35 @@ class AuditEventOut(BaseModel):
 class AuditPage(BaseModel):
     items: list[AuditEventOut]
     next_cursor: int | None = Field(description="Pass as `cursor` for the next (older) page; null at the end.")
+
+
+# --------------------------------------------------------------------------- notifications
+
+
+class NotifyChannelIn(Request):
+    url: Text(2000, 1) = Field(description="An Apprise URL, e.g. ntfy://topic, tgram://token/chat, json://host/path.")
+    label: Text(100) = ""
+
+
+class NotifyChannelOut(BaseModel):
+    id: int
+    label: str
+    url: str = Field(description="Masked: secrets are never shown again.")
+    created_at: datetime
+
+
+class NotifyTestOut(BaseModel):
+    ok: bool
+    error: str | None
+
+
+class NotificationOut(BaseModel):
+    id: int
+    kind: str
+    title: str
+    body: str
+    status: Literal["pending", "sent", "failed"]
+    attempts: int
+    last_error: str | None
+    created_at: datetime
+    sent_at: datetime | None

@@ -327,3 +327,38 @@ class AuditEvent(SQLModel, table=True):
     subject_email: str | None = Field(default=None, sa_column=sa.Column(sa.String(320), nullable=True))
     client: str = Field(default="", sa_column=sa.Column(sa.String(200), nullable=False))
     detail: str = _text(nullable=False)
+
+
+class NotifyChannel(SQLModel, table=True):
+    """One of a user's notification receivers: an Apprise URL, encrypted (it carries tokens/passwords)."""
+
+    __tablename__ = "notify_channel"
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = _fk("user_account.id")
+    label: str = Field(default="", sa_column=sa.Column(sa.String(100), nullable=False, server_default=""))
+    url: str = Field(sa_column=sa.Column(sa.Text, nullable=False))  # ciphertext from aiposter.crypto
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Notification(SQLModel, table=True):
+    """Something to tell a user, queued in the database (the pipeline only inserts; the daemon sends).
+
+    ``dedup_key`` is unique per user, so the same event reported by several workers or replicas, or again
+    on a retry, is queued once. Everything pending for a user goes out as one message (a digest)."""
+
+    __tablename__ = "notification"
+    __table_args__ = (sa.UniqueConstraint("user_id", "dedup_key"),
+                      sa.Index("ix_notification_pending", "status", "user_id"))
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = _fk("user_account.id", index=False)
+    kind: str = Field(sa_column=sa.Column(sa.String(30), nullable=False))  # failed | partial | reauth | quota | review
+    dedup_key: str = Field(sa_column=sa.Column(sa.String(200), nullable=False))
+    title: str = Field(default="", sa_column=sa.Column(sa.String(250), nullable=False))
+    body: str = _text(nullable=False)
+    status: str = Field(default="pending", sa_column=sa.Column(sa.String(20), nullable=False))  # pending|sent|failed
+    attempts: int = 0
+    lease_owner: str | None = None
+    lease_expires_at: datetime | None = None
+    last_error: str | None = _text()
+    created_at: datetime = Field(default_factory=utcnow)
+    sent_at: datetime | None = None

@@ -56,7 +56,7 @@ from aiposter.core.retry import Backoff, GiveUp
 from aiposter.crypto import Keyring
 from aiposter.db import session_scope
 from aiposter.logs import fields
-from aiposter.services import review
+from aiposter.services import notify, review
 
 log = logging.getLogger("aiposter.pipeline")
 
@@ -538,6 +538,7 @@ def _finish(s: Session, ctx: Context, post: Post, status: str, message: str) -> 
     if status in (states.FAILED, states.SKIPPED):
         post.content_hash = None  # never posted: the same bytes dropped again get another chance
     add_event(s, post.id, status, message)
+    notify.post_finished(s, post, status)  # queued only (a row); the daemon sends it off this path
     # Image bytes live only while a post is in flight. If we crash between this commit and the delete,
     # the housekeeping sweep deletes the file instead.
     s.commit()

@@ -18,7 +18,7 @@ from sqlmodel import Session, select
 from aiposter.captioners import fitting
 from aiposter.core import states
 from aiposter.core.models import Post, PostEvent, PostTarget, User, Watch, utcnow
-from aiposter.services import Conflict, Invalid, NotFound
+from aiposter.services import Conflict, Invalid, NotFound, notify
 from aiposter.services.audit import Actor
 
 APPROVAL_MODES = ("auto", "review")
@@ -70,6 +70,7 @@ def hold_for_review(s: Session, post: Post, watch: Watch) -> None:
     post.last_error = None
     s.add(PostEvent(post_id=post.id, state=states.AWAITING_REVIEW,
                     message=f"waiting for review until {post.review_expires_at:%Y-%m-%d %H:%M} UTC"))
+    notify.awaiting_review(s, post)
 
 
 def expire_if_due(s: Session, post: Post, now: datetime) -> bool:

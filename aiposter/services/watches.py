@@ -176,7 +176,8 @@ def create_watch(s: Session, cfg: Config, user: User, spec: WatchSpec, allow_any
     _validate(s, cfg, user, spec, None, allow_any_folder)
     d = cfg.watch_defaults
     watch = Watch(user_id=user.id, folder=spec.folder, interval_seconds=d.interval_seconds,
-                  min_spacing_seconds=d.min_spacing_seconds, maximum_age_hours=d.maximum_age_hours)
+                  min_spacing_seconds=d.min_spacing_seconds, maximum_age_hours=d.maximum_age_hours,
+                  review_ttl_hours=d.review_ttl_hours)
     s.add(watch)
     s.flush()
     if spec.targets is None:
