@@ -199,3 +199,33 @@ def test_channels_are_encrypted_masked_and_test_sends(ctx, receiver):
     with session_scope(ctx.engine) as s:
         with pytest.raises(notify.Invalid):
             notify.add_channel(s, ctx.keyring, s.get(users.User, uid), "nosuchscheme://x")
+
+
+def test_reauth_and_quota_are_queued_once_a_day(ctx, receiver):
+    from aiposter.core import credentials, pauses
+    from aiposter.core.errors import StepError
+    from aiposter.core.models import Connection, Post
+
+    uid = _user(ctx, receiver.url)
+    with session_scope(ctx.engine) as s:
+        c = Connection(user_id=uid, provider="threads", account_id="t1", account_name="Shop")
+        s.add(c)
+        s.flush()
+        cid = c.id
+    for _ in range(2):
+        with session_scope(ctx.engine) as s:
+            credentials.mark(s, ctx.cfg, cid, credentials.NEEDS_REAUTH, "token revoked")
+    with session_scope(ctx.engine) as s:
+        w = watches.create_watch(s, ctx.cfg, s.get(users.User, uid),
+                                 watches.WatchSpec(folder=str(ctx.cfg.daemon.data_dir)), allow_any_folder=True)
+        post = Post(user_id=uid, watch_id=w.id, source_ref="a.jpg", file_name="a.jpg")
+        s.add(post)
+        s.flush()
+        p = pauses.pause(s, ctx.cfg, "captioner:openai", StepError("insufficient_quota", permanent=True,
+                                                                   code="quota"))
+        for _ in range(2):
+            pauses.hold_post(s, post.id, "captioner:openai", p.until, "quota exhausted")
+    kinds = [r.kind for r in _rows(ctx, uid)]
+    assert kinds == ["reauth", "quota"]
+    assert notify.deliver_due(ctx.engine, ctx.keyring, ctx.cfg, "w1") == 1  # one digest of both
+    assert "Reconnect your threads account" in receiver.messages[0]["message"]
