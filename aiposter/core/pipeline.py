@@ -554,7 +554,8 @@ def _publish(ctx: Context, post_id: int) -> bool:
         post, w, _ = _load(s, post_id)
         key = post.media_key
         if post.status == states.CAPTIONED:
-            if w.maximum_age_hours > 0 and post.source_time and \
+            # An approved post (review) goes out however long its review took: the owner chose it.
+            if w.maximum_age_hours > 0 and post.source_time and post.review_expires_at is None and \
                     now - post.source_time > timedelta(hours=w.maximum_age_hours):
                 reason = (f"waited {_ago(now - post.source_time)} since the file arrived, longer than the "
                           f"watch's maximum_age of {w.maximum_age_hours:g} h; not posted")

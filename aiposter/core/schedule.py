@@ -23,6 +23,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 import sqlalchemy as sa
@@ -94,7 +95,9 @@ def parse_windows(text: str) -> list[Window]:
     return windows
 
 
+@lru_cache(maxsize=256)
 def zone(name: str) -> ZoneInfo:
+    """The IANA zone ``name`` (cached: listing the known zones reads the tz database from disk)."""
     try:
         if name not in available_timezones():
             raise ZoneInfoNotFoundError(name)
