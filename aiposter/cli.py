@@ -29,15 +29,19 @@ from aiposter.core.media import store_for
 from aiposter.db import AlreadyRunning, pending_migrations, session_scope
 from aiposter.db import describe as describe_db
 from aiposter.services import Invalid, ServiceError
+from aiposter.services import notify as notify_svc
 from aiposter.services import posts as posts_svc
+from aiposter.services import review as review_svc
 from aiposter.services import users as users_svc
 from aiposter.services import watches as watches_svc
+from aiposter.services.audit import OPERATOR
 
 app = typer.Typer(help="ai-poster: watch folders, caption images, publish posts.", no_args_is_help=True,
                   add_completion=False, pretty_exceptions_enable=False)
 user_app = typer.Typer(help="Manage users.", no_args_is_help=True)
 watch_app = typer.Typer(help="Manage watches (folders polled for new images).", no_args_is_help=True)
 posts_app = typer.Typer(help="Inspect posts.", no_args_is_help=True)
+notify_app = typer.Typer(help="Notifications to a user (Apprise URLs).", no_args_is_help=True)
 config_app = typer.Typer(help="Configuration.", no_args_is_help=True)
 keys_app = typer.Typer(help="Encryption keys for stored credentials.", no_args_is_help=True)
 pauses_app = typer.Typer(help="Pauses every replica respects (captioner outages, refused keys, accounts "
@@ -45,6 +49,7 @@ pauses_app = typer.Typer(help="Pauses every replica respects (captioner outages,
 app.add_typer(user_app, name="user")
 app.add_typer(watch_app, name="watch")
 app.add_typer(posts_app, name="posts")
+app.add_typer(notify_app, name="notify")
 app.add_typer(config_app, name="config")
 app.add_typer(keys_app, name="keys")
 app.add_typer(pauses_app, name="pauses")
@@ -118,11 +123,18 @@ def open_db(cfg: config_mod.Config, **kw) -> App:
 @contextmanager
 def cli_session() -> Iterator[tuple[config_mod.Config, Session]]:
     """Config, database and one unit of work for a command; closed (and committed) on the way out."""
+    with cli_app(keys=False) as (cfg, _app, s):
+        yield cfg, s
+
+
+@contextmanager
+def cli_app(keys: bool = True) -> Iterator[tuple[config_mod.Config, App, Session]]:
+    """Like :func:`cli_session`, with the opened app (its keyring, for commands that encrypt)."""
     cfg = load_config()
-    application = open_db(cfg, keys=False, create=False)
+    application = open_db(cfg, keys=keys, create=False)
     try:
         with session_scope(application.engine) as s:
-            yield cfg, s
+            yield cfg, application, s
     finally:
         application.close()
 
@@ -357,7 +369,8 @@ def user_delete(email: str,
 
 
 def _spec(folder, name, source, connection, interval, targets, template, template_file, captioner, backfill,
-          max_age_hours, min_spacing, enabled) -> watches_svc.WatchSpec:
+          max_age_hours, min_spacing, enabled, approval=None, review_ttl=None, schedule=None, timezone=None,
+          daily_cap=None) -> watches_svc.WatchSpec:
     if template_file is not None:
         try:
             template = Path(template_file).read_text(encoding="utf-8")
@@ -366,7 +379,8 @@ def _spec(folder, name, source, connection, interval, targets, template, templat
     return watches_svc.WatchSpec(
         folder=folder, name=name, source=source, source_connection_id=connection, interval_seconds=interval,
         targets=targets or None, prompt_template=template, captioner=captioner, backfill=backfill,
-        maximum_age_hours=max_age_hours, min_spacing_seconds=min_spacing, enabled=enabled)
+        maximum_age_hours=max_age_hours, min_spacing_seconds=min_spacing, enabled=enabled, approval=approval,
+        review_ttl_hours=review_ttl, schedule_windows=schedule, schedule_tz=timezone, daily_cap=daily_cap)
 
 
 FolderOpt = Annotated[str | None, typer.Option("--folder", help="Local path, or Drive folder id.")]
@@ -384,6 +398,13 @@ BackfillOpt = Annotated[bool | None, typer.Option("--backfill/--no-backfill",
 MaxAgeOpt = Annotated[float | None, typer.Option("--max-age-hours", help="Skip files older than this (0: off).")]
 SpacingOpt = Annotated[int | None, typer.Option("--min-spacing", help="Minimum seconds between posts.")]
 EnabledOpt = Annotated[bool | None, typer.Option("--enabled/--disabled")]
+ApprovalOpt = Annotated[str | None, typer.Option("--approval", help="auto | review (wait for the owner's "
+                                                 "approval before publishing).")]
+ReviewTtlOpt = Annotated[float | None, typer.Option("--review-ttl-hours", help="Unreviewed posts expire after this.")]
+ScheduleOpt = Annotated[str | None, typer.Option("--schedule", help='Posting windows, e.g. "mon-fri 08:30-12:00, '
+                                                 'sat 10:00-14:00"; "" clears.')]
+TimezoneOpt = Annotated[str | None, typer.Option("--timezone", help='IANA zone of the schedule, e.g. Europe/Berlin.')]
+DailyCapOpt = Annotated[int | None, typer.Option("--daily-cap", help="Posts per destination per local day (0: off).")]
 
 
 def _owner(s, email: str | None):
@@ -401,12 +422,15 @@ def watch_add(folder: FolderOpt = None, user: Annotated[str | None, typer.Option
               interval: IntervalOpt = None, target: TargetOpt = None, template: TemplateOpt = None,
               template_file: TemplateFileOpt = None, captioner: CaptionerOpt = None,
               backfill: BackfillOpt = None, max_age_hours: MaxAgeOpt = None, min_spacing: SpacingOpt = None,
-              enabled: EnabledOpt = None, as_json: JsonOpt = False) -> None:
+              enabled: EnabledOpt = None, approval: ApprovalOpt = None, review_ttl_hours: ReviewTtlOpt = None,
+              schedule: ScheduleOpt = None, timezone: TimezoneOpt = None, daily_cap: DailyCapOpt = None,
+              as_json: JsonOpt = False) -> None:
     """Add a watch."""
     if not folder:
         raise fail("--folder is required", 2)
     spec = _spec(folder, name, source, connection, interval, target, template, template_file, captioner,
-                 backfill, max_age_hours, min_spacing, enabled)
+                 backfill, max_age_hours, min_spacing, enabled, approval, review_ttl_hours, schedule, timezone,
+                 daily_cap)
     with cli_session() as (cfg, s):
         owner = _owner(s, user)
         w = service_call(lambda: watches_svc.create_watch(s, cfg, owner, spec, allow_any_folder=True))
@@ -446,10 +470,13 @@ def watch_edit(watch_id: int, folder: FolderOpt = None, name: NameOpt = None, so
                connection: ConnOpt = None, interval: IntervalOpt = None, target: TargetOpt = None,
                template: TemplateOpt = None, template_file: TemplateFileOpt = None,
                captioner: CaptionerOpt = None, backfill: BackfillOpt = None, max_age_hours: MaxAgeOpt = None,
-               min_spacing: SpacingOpt = None, enabled: EnabledOpt = None, as_json: JsonOpt = False) -> None:
+               min_spacing: SpacingOpt = None, enabled: EnabledOpt = None, approval: ApprovalOpt = None,
+               review_ttl_hours: ReviewTtlOpt = None, schedule: ScheduleOpt = None, timezone: TimezoneOpt = None,
+               daily_cap: DailyCapOpt = None, as_json: JsonOpt = False) -> None:
     """Edit a watch (only the options given change). A running daemon picks it up at its next tick."""
     spec = _spec(folder, name, source, connection, interval, target, template, template_file, captioner,
-                 backfill, max_age_hours, min_spacing, enabled)
+                 backfill, max_age_hours, min_spacing, enabled, approval, review_ttl_hours, schedule, timezone,
+                 daily_cap)
     with cli_session() as (cfg, s):
         w = service_call(lambda: watches_svc.get_watch(s, watch_id))
         owner = s.get(users_svc.User, w.user_id)
@@ -533,6 +560,133 @@ def posts_retry(post_id: int, target_id: Annotated[int | None, typer.Argument()]
             return
         again = service_call(lambda: posts_svc.retry_post(s, p))
     typer.echo(f"post {post_id} queued again" + (f" ({len(again)} target(s))" if again else ": due now"))
+
+
+@posts_app.command("review")
+def posts_review(post_id: Annotated[int | None, typer.Argument(help="A post; without it, every post "
+                                                                   "awaiting review.")] = None,
+                 as_json: JsonOpt = False) -> None:
+    """What would be published: each target's caption with its length and limit, and the alt text."""
+    with cli_session() as (cfg, s):
+        if post_id is None:
+            rows = [posts_svc.post_dict(s, p) for p in posts_svc.list_posts(s, status="awaiting_review", limit=500)]
+            print_json(rows) if as_json else print_table(rows, ["id", "watch_id", "file_name", "waiting_for"])
+            return
+        data = review_svc.review_dict(s, service_call(lambda: posts_svc.get_post(s, post_id)))
+    if as_json:
+        print_json(data)
+        return
+    typer.echo(f"post {data['post_id']} ({data['file_name']}): {data['status']}, review until "
+               f"{data['review_expires_at'] or '-'}")
+    for t in data["targets"]:
+        typer.echo(f"\n#{t['id']} {t['platform']} [{t['status']}] {t['length']}/{t['max_length']}"
+                   + (" edited" if t["edited"] else "") + ":\n  " + t["caption"].replace("\n", "\n  "))
+    typer.echo(f"\nalt text: {data['alt_text']}")
+
+
+def _review_action(post_id: int, action, done: str) -> None:
+    with cli_session() as (cfg, s):
+        p = service_call(lambda: posts_svc.get_post(s, post_id))
+        service_call(lambda: action(s, cfg, p))
+    typer.echo(done)
+
+
+@posts_app.command("approve")
+def posts_approve(post_id: int, target: Annotated[list[int] | None, typer.Option(
+        "--target", help="Approve only this target id (repeat); the others are skipped.")] = None) -> None:
+    """Approve a post in review: it publishes exactly the captions shown by `posts review`."""
+    _review_action(post_id, lambda s, cfg, p: review_svc.approve(s, p, OPERATOR, target or None),
+                   f"post {post_id} approved")
+
+
+@posts_app.command("reject")
+def posts_reject(post_id: int, reason: Annotated[str, typer.Option("--reason")] = "") -> None:
+    """Reject a post in review: nothing is published and its image is deleted at once."""
+    _review_action(post_id, lambda s, cfg, p: review_svc.reject(s, p, OPERATOR, store_for(cfg), reason),
+                   f"post {post_id} rejected")
+
+
+@posts_app.command("edit")
+def posts_edit(post_id: int,
+               caption: Annotated[list[str] | None, typer.Option(
+                   "--caption", help="TARGET=TEXT (a target id or a platform); repeat for several.")] = None,
+               alt_text: Annotated[str | None, typer.Option("--alt-text")] = None) -> None:
+    """Edit captions and alt text of a post in review (checked against each platform's limits)."""
+    captions = {}
+    for item in caption or []:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise fail(f"--caption {item!r}: write TARGET=TEXT", 2)
+        captions[key.strip()] = text
+    _review_action(post_id, lambda s, cfg, p: review_svc.edit(s, p, OPERATOR, captions or None, alt_text),
+                   f"post {post_id} edited")
+
+
+@posts_app.command("regenerate")
+def posts_regenerate(post_id: int, instruction: Annotated[str, typer.Option(
+        "--instruction", help='What to change, e.g. "shorter, no emoji".')] = "") -> None:
+    """Ask the captioner for new captions; the post comes back to review."""
+    _review_action(post_id, lambda s, cfg, p: review_svc.regenerate(s, p, OPERATOR, instruction),
+                   f"post {post_id}: new captions requested")
+
+
+@posts_app.command("publish-now")
+def posts_publish_now(post_id: int) -> None:
+    """Publish without waiting for the watch's posting window or daily cap (min_spacing still holds)."""
+    _review_action(post_id, lambda s, cfg, p: review_svc.publish_now(s, p, OPERATOR),
+                   f"post {post_id} will publish without waiting for its schedule")
+
+
+# =========================================================================== notifications
+
+
+@notify_app.command("add")
+def notify_add(url: Annotated[str, typer.Argument(help="An Apprise URL: ntfy://topic, tgram://TOKEN/CHAT, "
+                                                       "mailto://..., json://host/path ...")],
+               user: Annotated[str | None, typer.Option("--user")] = None,
+               label: Annotated[str, typer.Option("--label")] = "") -> None:
+    """Add a notification URL for a user (stored encrypted; shown masked)."""
+    with cli_app() as (cfg, application, s):
+        owner = _owner(s, user)
+        ch = service_call(lambda: notify_svc.add_channel(s, application.keyring, owner, url, label))
+        shown = notify_svc.channel_dict(ch, application.keyring)
+    typer.echo(f"added notification URL {shown['id']}: {shown['url']}")
+
+
+@notify_app.command("list")
+def notify_list(user: Annotated[str | None, typer.Option("--user")] = None, as_json: JsonOpt = False) -> None:
+    """A user's notification URLs (masked) and their latest notifications."""
+    with cli_app() as (cfg, application, s):
+        owner = _owner(s, user)
+        rows = [notify_svc.channel_dict(c, application.keyring) for c in notify_svc.list_channels(s, owner)]
+        recent = [notify_svc.notification_dict(n) for n in notify_svc.recent(s, owner, limit=10)]
+    if as_json:
+        print_json({"channels": rows, "recent": recent})
+        return
+    print_table(rows, ["id", "label", "url", "created_at"])
+    if recent:
+        typer.echo("")
+        print_table(recent, ["id", "kind", "status", "title", "created_at", "sent_at", "last_error"])
+
+
+@notify_app.command("remove")
+def notify_remove(channel_id: int, user: Annotated[str | None, typer.Option("--user")] = None) -> None:
+    """Remove a notification URL."""
+    with cli_session() as (cfg, s):
+        owner = _owner(s, user)
+        service_call(lambda: notify_svc.remove_channel(s, owner, channel_id))
+    typer.echo(f"removed notification URL {channel_id}")
+
+
+@notify_app.command("test")
+def notify_test(user: Annotated[str | None, typer.Option("--user")] = None) -> None:
+    """Send a sample message to the user's notification URLs now."""
+    with cli_app() as (cfg, application, s):
+        owner = _owner(s, user)
+        result = service_call(lambda: notify_svc.send_test(s, application.keyring, cfg, owner))
+    if not result.ok:
+        raise fail(f"not delivered: {result.error}", 1)
+    typer.echo("test notification sent")
 
 
 # =========================================================================== pauses

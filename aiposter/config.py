@@ -102,6 +102,7 @@ class WatchDefaultsConfig(Section):
     min_spacing_seconds: int = Field(0, ge=0)
     maximum_age_hours: float = Field(0, ge=0)
     settle_seconds: float = Field(2.0, ge=0)
+    review_ttl_hours: float = Field(72.0, gt=0, le=24 * 365)
 
 
 class TemplateCaptionerConfig(Section):
@@ -244,6 +245,14 @@ class OAuthConfig(Section):
     timeout_seconds: float = Field(20.0, gt=0)
 
 
+class NotifyConfig(Section):
+    enabled: bool = True
+    check_seconds: float = Field(15.0, gt=0, le=3600)
+    min_interval_seconds: float = Field(300.0, ge=0, le=86400)
+    timeout_seconds: float = Field(10.0, gt=0, le=120)
+    max_attempts: int = Field(3, ge=1, le=20)
+
+
 class Config(Section):
     db: DBConfig = DBConfig()
     daemon: DaemonConfig = DaemonConfig()
@@ -259,6 +268,7 @@ class Config(Section):
     quickstart: QuickstartConfig = QuickstartConfig()
     api: ApiConfig = ApiConfig()
     oauth: OAuthConfig = OAuthConfig()
+    notify: NotifyConfig = NotifyConfig()
 
     # Where the values came from; not a config key.
     source: str = Field("built-in defaults", exclude=True)

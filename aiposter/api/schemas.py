@@ -152,6 +152,16 @@ class WatchFields(Request):
     backfill: bool | None = None
     maximum_age_hours: Annotated[float, Field(ge=0, le=100_000)] | None = None
     min_spacing_seconds: Annotated[int, Field(ge=0, le=31 * 86400)] | None = None
+    approval: Literal["auto", "review"] | None = Field(
+        None, description="review: captioned posts wait for the owner's approval before publishing.")
+    review_ttl_hours: Annotated[float, Field(gt=0, le=24 * 365)] | None = Field(
+        None, description="An unreviewed post expires (and its image is deleted) after this many hours.")
+    schedule_tz: Text(64) | None = Field(None, description='IANA time zone of the schedule, e.g. '
+                                                           '"Europe/Berlin"; "" clears (UTC).')
+    schedule_windows: Text(1000) | None = Field(
+        None, description='Weekly posting windows, e.g. "mon-fri 08:30-12:00, sat 10:00-14:00"; "" clears.')
+    daily_cap: Annotated[int, Field(ge=0, le=1000)] | None = Field(
+        None, description="At most this many posts per destination per local day (0: no cap).")
     enabled: bool | None = None
 
 
@@ -178,6 +188,11 @@ class WatchOut(BaseModel):
     backfill: bool
     maximum_age_hours: float
     min_spacing_seconds: int
+    approval: Literal["auto", "review"]
+    review_ttl_hours: float
+    schedule_tz: str | None
+    schedule_windows: str | None
+    daily_cap: int
     enabled: bool
     status: Literal["active", "paused", "error"] = Field(
         description="error: the last poll failed (a missing folder, or one that escaped the allowed roots); "
@@ -222,6 +237,8 @@ class PostTargetOut(BaseModel):
     url: str | None
     last_error: str | None
     published_at: datetime | None
+    caption: str = Field("", description="The text this target publishes (the owner's edit if any).")
+    approved_by: str | None = None
 
 
 class PostEventOut(BaseModel):
@@ -229,6 +246,49 @@ class PostEventOut(BaseModel):
     state: str
     target_id: int | None
     message: str
+    actor: str | None = Field(None, description="Who did it (review actions, ...); null: the pipeline.")
+
+
+class ReviewTargetOut(BaseModel):
+    id: int
+    platform: str
+    status: str
+    caption: str
+    edited: bool
+    approved_by: str | None
+    length: int = Field(description="The caption's length as the platform counts it.")
+    max_length: int
+
+
+class ReviewOut(BaseModel):
+    post_id: int
+    status: PostState
+    file_name: str
+    review_expires_at: datetime | None
+    image_url: str | None = Field(description="Owner-only preview of the prepared image, while in flight.")
+    alt_text: str
+    hashtags: list[str]
+    usage: dict[str, Any]
+    targets: list[ReviewTargetOut]
+
+
+class ReviewEdit(Request):
+    captions: dict[Text(20, 1), Text(70000)] | None = Field(
+        None, max_length=20, description="New caption per target id (or per platform, for every target on it).")
+    alt_text: Text(5000) | None = None
+
+
+class ReviewApprove(Request):
+    target_ids: list[RowId] | None = Field(None, max_length=20, description="Approve only these targets (the "
+                                                                            "others are skipped); all if omitted.")
+
+
+class ReviewReject(Request):
+    reason: Text(1000) = ""
+
+
+class ReviewRegenerate(Request):
+    instruction: Text(500) = Field("", description='What to change, e.g. "shorter, no emoji".')
 
 
 class ImageInfo(BaseModel):
@@ -258,6 +318,8 @@ class PostDetail(PostOut):
     hashtags: list[str]
     alt_text: str
     usage: dict[str, Any]
+    review_expires_at: datetime | None = None
+    skip_schedule: bool = False
     image: ImageInfo
     targets: list[PostTargetOut]
     events: list[PostEventOut]
@@ -272,6 +334,8 @@ class ExportDocument(BaseModel):
     profile: dict[str, Any]
     connections: list[ConnectionOut]
     watches: list[dict[str, Any]]
+    notifications: dict[str, Any] = Field(description="Notification URLs (secrets masked) and recent "
+                                                      "notifications.")
     posts: list[dict[str, Any]]
 
 
@@ -308,3 +372,35 @@ class AuditEventOut(BaseModel):
 class AuditPage(BaseModel):
     items: list[AuditEventOut]
     next_cursor: int | None = Field(description="Pass as `cursor` for the next (older) page; null at the end.")
+
+
+# --------------------------------------------------------------------------- notifications
+
+
+class NotifyChannelIn(Request):
+    url: Text(2000, 1) = Field(description="An Apprise URL, e.g. ntfy://topic, tgram://token/chat, json://host/path.")
+    label: Text(100) = ""
+
+
+class NotifyChannelOut(BaseModel):
+    id: int
+    label: str
+    url: str = Field(description="Masked: secrets are never shown again.")
+    created_at: datetime
+
+
+class NotifyTestOut(BaseModel):
+    ok: bool
+    error: str | None
+
+
+class NotificationOut(BaseModel):
+    id: int
+    kind: str
+    title: str
+    body: str
+    status: Literal["pending", "sent", "failed"]
+    attempts: int
+    last_error: str | None
+    created_at: datetime
+    sent_at: datetime | None

@@ -138,6 +138,8 @@ def build_prompt(request: CaptionRequest, instruction_template: str, default_has
         instruction += f"\nBrand voice: {request.brand_voice}"
     if tags:
         instruction += f"\nAlways include these hashtags: {' '.join(tags)}"
+    if request.revision_note:  # the account owner's own words, when they asked for a new version in review
+        instruction += f"\nThe owner reviewed an earlier version and asks: {request.revision_note}"
     shape = {"captions": {p: "..." for p in platforms}, "hashtags": ["#example"], "alt_text": "..."}
     system = SYSTEM_PROMPT.format(
         platform_lines="\n".join(f"- {p}: {PLATFORM_HINTS.get(p, DEFAULT_HINT)}" for p in platforms),

@@ -127,6 +127,10 @@ def mark(s: Session, cfg: Config, connection_id: int, status: str, reason: str |
         pauses.pause(s, cfg, scope, StepError(unusable_reason(c) or reason or status, permanent=True,
                                               code="auth" if status == NEEDS_REAUTH else "config"),
                      connection_id=connection_id)
+        if status == NEEDS_REAUTH:
+            from aiposter.services import notify
+
+            notify.connection_needs_reauth(s, c)
     log.warning("connection.marked", extra=fields(connection_id=connection_id, status=status, reason=reason))
 
 

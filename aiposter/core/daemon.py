@@ -35,6 +35,7 @@ from aiposter.core.models import Post
 from aiposter.core.pipeline import Context
 from aiposter.db import session_scope
 from aiposter.logs import fields
+from aiposter.services import notify
 
 log = logging.getLogger("aiposter.daemon")
 
@@ -54,7 +55,7 @@ class Daemon:
         self.stopping = threading.Event()
         self.workers: list[threading.Thread] = []
         self.scheduler = BackgroundScheduler(
-            executors={"default": ThreadPoolExecutor(3)},
+            executors={"default": ThreadPoolExecutor(3), "notify": ThreadPoolExecutor(1)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30},
             timezone="UTC",
         )
@@ -70,6 +71,10 @@ class Daemon:
         self.scheduler.add_job(self.tick, "interval", seconds=d.tick_seconds, id="tick")
         self.scheduler.add_job(self.renew, "interval", seconds=max(1, d.lease_seconds // 3), id="renew")
         self.scheduler.add_job(self.housekeeping, "interval", seconds=d.housekeeping_seconds, id="housekeeping")
+        if self.cfg.notify.enabled:
+            # Its own job (APScheduler thread): a slow or dead receiver delays only notifications.
+            self.scheduler.add_job(self.notify, "interval", seconds=self.cfg.notify.check_seconds, id="notify",
+                                   executor="notify")
         self.scheduler.start()
         self.housekeeping()
         self.tick()
@@ -146,6 +151,12 @@ class Daemon:
                 workqueue.renew(s, self.ctx.owner, self.cfg.daemon.lease_seconds)
         except Exception:  # noqa: BLE001
             log.exception("daemon.renew_failed")
+
+    def notify(self) -> None:
+        try:
+            notify.deliver_due(self.ctx.engine, self.ctx.keyring, self.cfg, self.ctx.owner)
+        except Exception:  # noqa: BLE001 - notifications never take the daemon down
+            log.exception("daemon.notify_failed")
 
     def housekeeping(self) -> None:
         try:

@@ -104,6 +104,17 @@ class Watch(SQLModel, table=True):
     backfill: bool = False
     maximum_age_hours: float = 0.0  # 0: no limit
     min_spacing_seconds: int = 0
+    # Editorial control (aiposter.services.review, aiposter.core.schedule): "auto" publishes once
+    # captioned, "review" waits for the owner's approval (up to review_ttl_hours, then expires).
+    approval: str = Field(default="auto", sa_column=sa.Column(sa.String(20), nullable=False,
+                                                               server_default="auto"))
+    review_ttl_hours: float = Field(default=72.0, sa_column=sa.Column(sa.Float, nullable=False,
+                                                                       server_default="72"))
+    # Posting schedule: an IANA zone and weekly windows ("mon-fri 08:30-12:00, sat 10:00-14:00"), and at
+    # most daily_cap posts per destination per local day (0: no cap). No windows: any time.
+    schedule_tz: str | None = None
+    schedule_windows: str | None = _text()
+    daily_cap: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
     enabled: bool = True
     # True when an admin (the CLI) chose the folder: it need not lie under the owner's local roots.
     folder_set_by_admin: bool = Field(default=False, sa_column=sa.Column(
@@ -191,6 +202,13 @@ class Post(SQLModel, table=True):
     hashtags: list[str] = _json(list)
     alt_text: str = _text(nullable=False)
     usage: dict[str, Any] = _json(dict)
+    # Review: when an unreviewed post expires; set by publish-now to go out without waiting for the
+    # watch's schedule (it still honours min_spacing_seconds).
+    review_expires_at: datetime | None = None
+    review_note: str | None = _text()  # the owner's instruction for regenerating the captions (review)
+    released_at: datetime | None = None  # when it passed the schedule gates into publishing (daily caps)
+    skip_schedule: bool = Field(default=False, sa_column=sa.Column(sa.Boolean, nullable=False,
+                                                                     server_default=sa.false()))
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
     finished_at: datetime | None = None
@@ -211,6 +229,10 @@ class PostTarget(SQLModel, table=True):
     paused_by: str | None = Field(default=None, index=True)  # e.g. "connection:12" while it needs re-auth
     platform_post_id: str | None = None
     platform_url: str | None = _text()
+    # The exact text published on this target, when the owner edited or approved it (review); None:
+    # the post's generated caption for the platform.
+    caption: str | None = _text()
+    approved_by: str | None = None  # who approved this target (review), e.g. "user:3 ann@example.com"
     container_id: str | None = None  # the platform's container of the current attempt (from the handle)
     # Multi-step publishing (aiposter.core.ports.Publisher): the publisher's last committed handle, when
     # the step now running began (set before the call, cleared with its outcome: set at start-up means
@@ -258,6 +280,7 @@ class PostEvent(SQLModel, table=True):
     at: datetime = Field(default_factory=utcnow)
     state: str
     message: str = _text(nullable=False)
+    actor: str | None = None  # who did it, for actions by people (review, retry); None: the pipeline
 
 
 class OAuthState(SQLModel, table=True):
@@ -304,3 +327,38 @@ class AuditEvent(SQLModel, table=True):
     subject_email: str | None = Field(default=None, sa_column=sa.Column(sa.String(320), nullable=True))
     client: str = Field(default="", sa_column=sa.Column(sa.String(200), nullable=False))
     detail: str = _text(nullable=False)
+
+
+class NotifyChannel(SQLModel, table=True):
+    """One of a user's notification receivers: an Apprise URL, encrypted (it carries tokens/passwords)."""
+
+    __tablename__ = "notify_channel"
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = _fk("user_account.id")
+    label: str = Field(default="", sa_column=sa.Column(sa.String(100), nullable=False, server_default=""))
+    url: str = Field(sa_column=sa.Column(sa.Text, nullable=False))  # ciphertext from aiposter.crypto
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Notification(SQLModel, table=True):
+    """Something to tell a user, queued in the database (the pipeline only inserts; the daemon sends).
+
+    ``dedup_key`` is unique per user, so the same event reported by several workers or replicas, or again
+    on a retry, is queued once. Everything pending for a user goes out as one message (a digest)."""
+
+    __tablename__ = "notification"
+    __table_args__ = (sa.UniqueConstraint("user_id", "dedup_key"),
+                      sa.Index("ix_notification_pending", "status", "user_id"))
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = _fk("user_account.id", index=False)
+    kind: str = Field(sa_column=sa.Column(sa.String(30), nullable=False))  # failed | partial | reauth | quota | review
+    dedup_key: str = Field(sa_column=sa.Column(sa.String(200), nullable=False))
+    title: str = Field(default="", sa_column=sa.Column(sa.String(250), nullable=False))
+    body: str = _text(nullable=False)
+    status: str = Field(default="pending", sa_column=sa.Column(sa.String(20), nullable=False))  # pending|sent|failed
+    attempts: int = 0
+    lease_owner: str | None = None
+    lease_expires_at: datetime | None = None
+    last_error: str | None = _text()
+    created_at: datetime = Field(default_factory=utcnow)
+    sent_at: datetime | None = None

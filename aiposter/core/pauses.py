@@ -238,6 +238,7 @@ def hold_post(s: Session, post_id: int, scope: str, until: datetime, reason: str
     post.next_attempt_at, post.paused_by, post.updated_at = until, scope, utcnow()
     if post.last_error != reason:
         post.last_error = reason
+    _tell_quota(s, post.user_id, scope, reason)
 
 
 def hold_target(s: Session, target_id: int, scope: str, until: datetime, reason: str) -> None:
@@ -245,6 +246,16 @@ def hold_target(s: Session, target_id: int, scope: str, until: datetime, reason:
     t.next_attempt_at, t.paused_by, t.updated_at = until, scope, utcnow()
     if t.last_error != reason:
         t.last_error = reason
+    _tell_quota(s, s.get(Post, t.post_id).user_id, scope, reason)
+
+
+def _tell_quota(s: Session, user_id: int, scope: str, reason: str) -> None:
+    """A quota exhausted holds the owner's posts: tell them (once per scope and day; see services.notify)."""
+    p = get(s, scope)
+    if p is not None and p.code == "quota":
+        from aiposter.services import notify
+
+        notify.quota_exhausted(s, user_id, scope, reason)
 
 
 def lift_stale(engine: Engine, cfg: Config) -> list[str]:

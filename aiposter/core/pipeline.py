@@ -38,7 +38,7 @@ from sqlmodel import Session, select
 
 from aiposter import images, metrics
 from aiposter.config import Config
-from aiposter.core import credentials, pauses, registry, states
+from aiposter.core import credentials, pauses, registry, schedule, states
 from aiposter.core.errors import CaptionError, PublishError, StepError
 from aiposter.core.media import MediaStore, MediaUrls, post_key, store_for, urls_for
 from aiposter.core.models import (
@@ -56,6 +56,7 @@ from aiposter.core.retry import Backoff, GiveUp
 from aiposter.crypto import Keyring
 from aiposter.db import session_scope
 from aiposter.logs import fields
+from aiposter.services import notify, review
 
 log = logging.getLogger("aiposter.pipeline")
 
@@ -113,8 +114,8 @@ class Context:
 
 
 def add_event(session: Session, post_id: int, state: str, message: str = "",
-              target_id: int | None = None) -> None:
-    session.add(PostEvent(post_id=post_id, target_id=target_id, state=state, message=message))
+              target_id: int | None = None, actor: str | None = None) -> None:
+    session.add(PostEvent(post_id=post_id, target_id=target_id, state=state, message=message, actor=actor))
 
 
 def _watch_ref(w: Watch) -> WatchRef:
@@ -310,7 +311,7 @@ def process_post(ctx: Context, post_id: int) -> None:
             due = post.next_attempt_at <= utcnow()
         if status not in states.POST_ACTIVE or not due:
             break
-        step = {states.DETECTED: _download, states.DOWNLOADED: _caption,
+        step = {states.DETECTED: _download, states.DOWNLOADED: _caption, states.AWAITING_REVIEW: _review_due,
                 states.CAPTIONED: _publish, states.PUBLISHING: _publish}[status]
         try:
             advanced = step(ctx, post_id)
@@ -446,7 +447,7 @@ def _caption(ctx: Context, post_id: int) -> bool:
             folder_name=post.folder_name,
             platforms=platforms, description=post.description, capture_date=post.capture_time,
             prompt_template=w.prompt_template, brand_voice=user.brand_voice,
-            default_hashtags=list(user.default_hashtags or []),
+            default_hashtags=list(user.default_hashtags or []), revision_note=post.review_note or "",
         )
     # A captioner fault is a fault of the whole provider: it is paused in the database for every replica
     # (see core/pauses.py), and posts wait for it instead of each failing the same way.
@@ -478,18 +479,21 @@ def _caption(ctx: Context, post_id: int) -> bool:
         with session_scope(ctx.engine) as s:
             pauses.lift(s, scope, f"post {post_id} was captioned")
     with session_scope(ctx.engine) as s:
-        post = s.get(Post, post_id)
+        post, w, _ = _load(s, post_id)
         post.status = states.CAPTIONED
         post.captioner = name
         post.captions = dict(result.captions)
         post.hashtags = list(result.hashtags)
         post.alt_text = result.alt_text
-        post.usage = dict(result.usage)
+        post.usage = review.add_usage(post.usage, result.usage, again=post.review_expires_at is not None)
         _advance(post)
         tokens = ""
         if result.usage.get("input_tokens") is not None:
             tokens = f" ({result.usage.get('input_tokens')} in / {result.usage.get('output_tokens')} out tokens)"
         add_event(s, post_id, states.CAPTIONED, f"captioned by {name}{tokens}")
+        if w.approval == "review" or post.review_expires_at is not None:  # nothing goes out unapproved
+            review.hold_for_review(s, post, w)
+            return False
     log.info("post.captioned", extra=fields(post_id=post_id, captioner=name))
     return True
 
@@ -534,6 +538,7 @@ def _finish(s: Session, ctx: Context, post: Post, status: str, message: str) -> 
     if status in (states.FAILED, states.SKIPPED):
         post.content_hash = None  # never posted: the same bytes dropped again get another chance
     add_event(s, post.id, status, message)
+    notify.post_finished(s, post, status)  # queued only (a row); the daemon sends it off this path
     # Image bytes live only while a post is in flight. If we crash between this commit and the delete,
     # the housekeeping sweep deletes the file instead.
     s.commit()
@@ -549,7 +554,8 @@ def _publish(ctx: Context, post_id: int) -> bool:
         post, w, _ = _load(s, post_id)
         key = post.media_key
         if post.status == states.CAPTIONED:
-            if w.maximum_age_hours > 0 and post.source_time and \
+            # An approved post (review) goes out however long its review took: the owner chose it.
+            if w.maximum_age_hours > 0 and post.source_time and post.review_expires_at is None and \
                     now - post.source_time > timedelta(hours=w.maximum_age_hours):
                 reason = (f"waited {_ago(now - post.source_time)} since the file arrived, longer than the "
                           f"watch's maximum_age of {w.maximum_age_hours:g} h; not posted")
@@ -557,6 +563,11 @@ def _publish(ctx: Context, post_id: int) -> bool:
                     t.status, t.last_error = states.T_SKIPPED, reason
                 post.last_error = reason
                 _finish(s, ctx, post, states.SKIPPED, reason)
+                return False
+            # The posting schedule (windows, daily caps); publish-now skips it, min_spacing still holds.
+            wait = None if post.skip_schedule else schedule.gate(s, w, post, now)
+            if wait is not None:
+                post.next_attempt_at, post.last_error, post.updated_at = wait.until, wait.reason, now
                 return False
             if w.min_spacing_seconds > 0:
                 gate = s.execute(
@@ -570,6 +581,7 @@ def _publish(ctx: Context, post_id: int) -> bool:
                     post.last_error = (f"waiting: next post of this watch allowed at "
                                        f"{w.next_publish_at:%Y-%m-%d %H:%M:%S} UTC (min_spacing)")
                     return False
+            post.released_at = now
             post.status = states.PUBLISHING
             post.last_error = None
             add_event(s, post_id, states.PUBLISHING, "publishing to " + ", ".join(
@@ -585,8 +597,21 @@ def _publish(ctx: Context, post_id: int) -> bool:
     return _settle(ctx, post_id)
 
 
+def _review_due(ctx: Context, post_id: int) -> bool:
+    """An unreviewed post came due: its review time ran out (expire it, deleting its image)."""
+    with session_scope(ctx.engine) as s:
+        post = s.get(Post, post_id)
+        if post.status != states.AWAITING_REVIEW:
+            return True
+        if review.expire_if_due(s, post, utcnow()):
+            _finish(s, ctx, post, states.EXPIRED, post.last_error or "expired")
+        return False
+
+
 def _request(ctx: Context, post: Post, t: PostTarget) -> PublishRequest:
-    caption = post.captions.get(t.platform) or next(iter(post.captions.values()), "")
+    # The owner's approved or edited text (review) is published exactly; otherwise the generated one.
+    caption = t.caption if t.caption is not None else (
+        post.captions.get(t.platform) or next(iter(post.captions.values()), ""))
     return PublishRequest(
         post_id=post.id, target_id=t.id, platform=t.platform, media_path=ctx.media.local_path(post.media_key),
         media_url=ctx.media_urls.url(post.id, utcnow()) if ctx.media_urls else None,

@@ -75,6 +75,7 @@ class CaptionRequest:
     prompt_template: str | None = None
     brand_voice: str = ""
     default_hashtags: list[str] = field(default_factory=list)
+    revision_note: str = ""         # the owner's request when regenerating in review ("shorter, no emoji")
 
 
 @dataclass

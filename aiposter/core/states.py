@@ -4,14 +4,17 @@
 DETECTED = "detected"      # a new file was seen; nothing fetched yet
 DOWNLOADED = "downloaded"  # image fetched, validated and prepared (JPEG, oriented, metadata stripped)
 CAPTIONED = "captioned"    # captions written for every target
+AWAITING_REVIEW = "awaiting_review"  # captioned; waits for the owner's approval (watch.approval = review)
 PUBLISHING = "publishing"  # targets are being published (see post_target rows)
 PUBLISHED = "published"    # every target published
 PARTIAL = "partial"        # some targets published, others failed
 FAILED = "failed"          # no target published; last_error says why
 SKIPPED = "skipped"        # waited longer than the watch's maximum_age
+REJECTED = "rejected"      # the owner rejected it in review
+EXPIRED = "expired"        # nobody reviewed it within the watch's review_ttl_hours
 
-POST_ACTIVE = (DETECTED, DOWNLOADED, CAPTIONED, PUBLISHING)
-POST_TERMINAL = (PUBLISHED, PARTIAL, FAILED, SKIPPED)
+POST_ACTIVE = (DETECTED, DOWNLOADED, CAPTIONED, AWAITING_REVIEW, PUBLISHING)
+POST_TERMINAL = (PUBLISHED, PARTIAL, FAILED, SKIPPED, REJECTED, EXPIRED)
 POST_STATES = POST_ACTIVE + POST_TERMINAL
 
 # Target

@@ -10,7 +10,7 @@ from __future__ import annotations
 from sqlmodel import Session, select
 
 from aiposter.core.models import Post, PostEvent, PostTarget, SourceFile, User, Watch, WatchTarget, utcnow
-from aiposter.services import audit
+from aiposter.services import audit, notify
 from aiposter.services.audit import OPERATOR, Actor
 from aiposter.services.connections import connection_dict, list_connections
 
@@ -22,7 +22,7 @@ def _row(obj, exclude: tuple[str, ...] = ()) -> dict:
     return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in data.items()}
 
 
-def export_user(s: Session, user: User, actor: Actor = OPERATOR) -> dict:
+def export_user(s: Session, user: User, actor: Actor = OPERATOR, keyring=None) -> dict:
     # Children are fetched with a join on their owner, not IN (ids): a user may have 100,000 posts.
     watches = list(s.exec(select(Watch).where(Watch.user_id == user.id).order_by(Watch.id)))
     targets = _by(s.exec(select(WatchTarget).join(Watch, Watch.id == WatchTarget.watch_id)
@@ -43,6 +43,12 @@ def export_user(s: Session, user: User, actor: Actor = OPERATOR) -> dict:
         "watches": [{**_row(w, exclude=("lease_owner", "lease_expires_at")),
                      "targets": [_row(t) for t in targets.get(w.id, [])],
                      "files": [_row(f) for f in files.get(w.id, [])]} for w in watches],
+        # Notification URLs carry secrets: masked (without the keyring, only their labels and scheme-less ids).
+        "notifications": {
+            "channels": [notify.channel_dict(c, keyring) if keyring is not None else
+                         {"id": c.id, "label": c.label, "url": "(masked)"} for c in notify.list_channels(s, user)],
+            "recent": [notify.notification_dict(n) for n in notify.recent(s, user, limit=1000)],
+        },
         "posts": [{**_row(p, exclude=("lease_owner", "lease_expires_at", "media_key")),
                    "targets": [_row(t) for t in post_targets.get(p.id, [])],
                    "events": [_row(e) for e in events.get(p.id, [])]} for p in posts],

@@ -10,6 +10,7 @@ from aiposter.core.media import MediaStore
 from aiposter.core.models import Post, PostEvent, PostTarget, User, Watch, utcnow
 from aiposter.core.pipeline import add_event
 from aiposter.services import Conflict, Invalid, NotFound, get_owned
+from aiposter.services.review import caption_of
 
 
 def list_posts(s: Session, user: User | None = None, status: str | None = None, watch_id: int | None = None,
@@ -123,6 +124,9 @@ def waiting_for(s: Session, p: Post, now=None) -> str | None:
         return "processing is paused for this account (resume it to continue)"
     if not watch.enabled:
         return "its watch is paused (resume the watch to continue)"
+    if p.status == states.AWAITING_REVIEW:
+        return (f"waiting for review (approve or reject it) until "
+                f"{p.review_expires_at or p.next_attempt_at:%Y-%m-%d %H:%M} UTC")
     if p.next_attempt_at > now:
         return (_held_by(s, p, now) or p.last_error
                 or f"next step scheduled at {p.next_attempt_at:%Y-%m-%d %H:%M:%S} UTC")
@@ -159,8 +163,10 @@ def post_dict(s: Session, p: Post, detail: bool = False) -> dict:
                 "id": t.id, "platform": t.platform, "connection_id": t.connection_id, "status": t.status,
                 "attempts": t.attempts, "platform_post_id": t.platform_post_id, "url": t.platform_url,
                 "last_error": t.last_error, "published_at": _iso(t.published_at),
+                "caption": caption_of(p, t), "approved_by": t.approved_by,
             } for t in targets(s, p)],
-            "events": [{"at": _iso(e.at), "state": e.state, "target_id": e.target_id, "message": e.message}
-                       for e in events(s, p)],
+            "review_expires_at": _iso(p.review_expires_at), "skip_schedule": p.skip_schedule,
+            "events": [{"at": _iso(e.at), "state": e.state, "target_id": e.target_id, "message": e.message,
+                        "actor": e.actor} for e in events(s, p)],
         })
     return d

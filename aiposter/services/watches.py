@@ -34,6 +34,11 @@ class WatchSpec:
     backfill: bool | None = None
     maximum_age_hours: float | None = None
     min_spacing_seconds: int | None = None
+    approval: str | None = None  # auto | review
+    review_ttl_hours: float | None = None
+    schedule_tz: str | None = None  # "" clears
+    schedule_windows: str | None = None  # "" clears
+    daily_cap: int | None = None  # 0: no cap
     enabled: bool | None = None
 
 
@@ -84,6 +89,7 @@ def _validate(s: Session, cfg: Config, user: User, spec: WatchSpec, watch: Watch
         raise Invalid("maximum_age_hours must be 0 (no limit) or more", field="maximum_age_hours")
     if spec.min_spacing_seconds is not None and spec.min_spacing_seconds < 0:
         raise Invalid("min_spacing_seconds must be 0 or more", field="min_spacing_seconds")
+    _validate_editorial(spec)
     if spec.captioner:
         try:
             registry.entry(registry.CAPTIONER, spec.captioner)
@@ -117,6 +123,28 @@ def _validate(s: Session, cfg: Config, user: User, spec: WatchSpec, watch: Watch
                           field="source_connection_id")
 
 
+def _validate_editorial(spec: WatchSpec) -> None:
+    from aiposter.core import schedule
+    from aiposter.services.review import APPROVAL_MODES
+
+    if spec.approval is not None and spec.approval not in APPROVAL_MODES:
+        raise Invalid(f"approval must be one of {', '.join(APPROVAL_MODES)}", field="approval")
+    if spec.review_ttl_hours is not None and not 0 < spec.review_ttl_hours <= 24 * 365:
+        raise Invalid("review_ttl_hours must be more than 0 and at most a year", field="review_ttl_hours")
+    if spec.daily_cap is not None and spec.daily_cap < 0:
+        raise Invalid("daily_cap must be 0 (no cap) or more", field="daily_cap")
+    try:
+        if spec.schedule_windows:
+            schedule.parse_windows(spec.schedule_windows)
+    except schedule.ScheduleError as exc:
+        raise Invalid(f"schedule: {exc}", field="schedule_windows") from None
+    try:
+        if spec.schedule_tz:
+            schedule.zone(spec.schedule_tz)
+    except schedule.ScheduleError as exc:
+        raise Invalid(str(exc), field="schedule_tz") from None
+
+
 def _apply(s: Session, user: User, watch: Watch, spec: WatchSpec, allow_any_folder: bool) -> None:
     for f in fields(spec):
         value = getattr(spec, f.name)
@@ -127,7 +155,7 @@ def _apply(s: Session, user: User, watch: Watch, spec: WatchSpec, allow_any_fold
             # first listing refines the name.
             watch.folder_name = Path(value).name
             watch.folder_set_by_admin = allow_any_folder
-        if f.name == "captioner" and value == "":
+        if f.name in ("captioner", "schedule_tz", "schedule_windows") and value == "":
             value = None
         setattr(watch, f.name, value)
     if spec.targets is not None:
@@ -148,7 +176,8 @@ def create_watch(s: Session, cfg: Config, user: User, spec: WatchSpec, allow_any
     _validate(s, cfg, user, spec, None, allow_any_folder)
     d = cfg.watch_defaults
     watch = Watch(user_id=user.id, folder=spec.folder, interval_seconds=d.interval_seconds,
-                  min_spacing_seconds=d.min_spacing_seconds, maximum_age_hours=d.maximum_age_hours)
+                  min_spacing_seconds=d.min_spacing_seconds, maximum_age_hours=d.maximum_age_hours,
+                  review_ttl_hours=d.review_ttl_hours)
     s.add(watch)
     s.flush()
     if spec.targets is None:
@@ -224,6 +253,8 @@ def watch_dict(s: Session, w: Watch, targets: list[str] | None = None) -> dict:
         "interval_seconds": w.interval_seconds, "targets": targets,
         "prompt_template": w.prompt_template, "captioner": w.captioner, "backfill": w.backfill,
         "maximum_age_hours": w.maximum_age_hours, "min_spacing_seconds": w.min_spacing_seconds,
+        "approval": w.approval, "review_ttl_hours": w.review_ttl_hours, "schedule_tz": w.schedule_tz,
+        "schedule_windows": w.schedule_windows, "daily_cap": w.daily_cap,
         "enabled": w.enabled, "status": watch_status(w), "baseline_done": w.baseline_done,
         "last_poll_at": _iso(w.last_poll_at), "last_poll_error": w.last_poll_error,
         "next_poll_at": _iso(w.next_poll_at), "created_at": _iso(w.created_at),

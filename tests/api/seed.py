@@ -6,7 +6,7 @@ from aiposter.core import states
 from aiposter.core.models import Connection, Post, PostEvent, PostTarget, SourceFile
 from aiposter.crypto import connection_context
 from aiposter.db import session_scope
-from aiposter.services import users, watches
+from aiposter.services import notify, users, watches
 
 
 def seed(application, email: str, folder, marker: str) -> dict:
@@ -35,5 +35,9 @@ def seed(application, email: str, folder, marker: str) -> dict:
                         platform_post_id=f"out-{marker}")
         s.add_all([t, ok])
         s.flush()
-        s.add(PostEvent(post_id=p.id, target_id=t.id, state=states.T_FAILED, message=f"failed {marker}"))
+        s.add(PostEvent(post_id=p.id, target_id=t.id, state=states.T_FAILED, message=f"failed {marker}",
+                        actor=f"user:{user.id} {email}"))
+        # A notification URL whose secret is the marker, and a queued notification.
+        notify.add_channel(s, application.keyring, user, f"json://hooks.example/{marker}-secret", "my hook")
+        notify.enqueue(s, user.id, "failed", f"post:{p.id}:failed", f"Post {p.id} failed", f"boom {marker}")
         return {"connection": c.id, "watch": w.id, "post": p.id, "target": t.id, "published_target": ok.id}

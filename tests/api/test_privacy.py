@@ -32,6 +32,10 @@ def test_export_has_all_my_data_and_no_secrets(client, application, ann, bob, ph
     assert p["id"] == mine["post"] and len(p["targets"]) == 2 and p["events"][0]["message"] == "failed annmarker"
     text = json.dumps(doc)
     assert "bobmarker" not in text
+    [ch] = doc["notifications"]["channels"]  # notification settings, with the secret masked
+    assert ch["label"] == "my hook" and ch["url"].startswith("json://") and "annmarker-secret" not in text
+    assert [n["body"] for n in doc["notifications"]["recent"]] == ["boom annmarker"]
+    assert p["events"][0]["actor"] == f"user:{ann.id} {ann.email}"  # review history: who did it
     with session_scope(application.engine) as s:
         secrets = [s.get(User, ann.id).password_hash, s.get(Connection, mine["connection"]).credentials]
         secrets += [x.token_hash for x in s.exec(sa.select(AuthSession)).scalars()]
@@ -104,7 +108,7 @@ def test_deleting_a_user_leaves_nothing_of_theirs(client, application, ann, bob,
     before = _snapshot(engine)
     owned = _owned(before, engine, ann.id)
     kinds = {"user_account", "auth_session", "connection", "oauth_state", "watch", "watch_target", "source_file",
-             "post", "post_target", "post_event"}
+             "post", "post_target", "post_event", "notify_channel", "notification"}
     assert {name for name, rows in owned.items() if rows} == kinds  # every kind of data is there to delete
 
     if who == "self":

@@ -41,7 +41,8 @@ def live(tmp_path_factory, _sqlite_template):
     shutil.copyfile(_sqlite_template, tmp / "aiposter.db")
     (tmp / "photos").mkdir()
     cfg = make_config(tmp, f"sqlite:///{tmp / 'aiposter.db'}",
-                      sources={"local_roots": [str(tmp / "home" / "{user_id}")]}, api={"port": 0, "access_log": False})
+                      sources={"local_roots": [str(tmp / "home" / "{user_id}")]}, api={"port": 0, "access_log": False},
+                      notify={"timeout_seconds": 1})  # a fuzzed notification URL costs a second at most
     application = open_app(cfg, migrate=False)
     with session_scope(application.engine) as s:
         admin_id = users.create_user(s, "root@example.com", PASSWORD, role="admin").id

@@ -43,9 +43,9 @@ def change_password(body: PasswordChange, caller: CurrentCaller, actor: CurrentA
 
 
 @router.get("/export", response_model=ExportDocument)
-def export_me(user: CurrentUser, actor: CurrentActor, s: DB) -> dict:
+def export_me(user: CurrentUser, actor: CurrentActor, s: DB, app: Application) -> dict:
     """Everything stored about you, as one JSON document (no passwords, tokens or credentials)."""
-    return export.export_user(s, user, actor)
+    return export.export_user(s, user, actor, app.keyring)
 
 
 @router.post("/pause", response_model=UserOut)

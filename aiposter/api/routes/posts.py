@@ -4,12 +4,25 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
+from fastapi.responses import StreamingResponse
 
-from aiposter.api.deps import DB, Application, CurrentUser
+from aiposter.api.deps import DB, Application, CurrentActor, CurrentUser
 from aiposter.api.errors import responses
-from aiposter.api.schemas import Done, PathId, PostDetail, PostPage, PostState, RowId
-from aiposter.services import posts
+from aiposter.api.schemas import (
+    Done,
+    PathId,
+    PostDetail,
+    PostPage,
+    PostState,
+    ReviewApprove,
+    ReviewEdit,
+    ReviewOut,
+    ReviewRegenerate,
+    ReviewReject,
+    RowId,
+)
+from aiposter.services import NotFound, posts, review
 
 router = APIRouter(prefix="/api/v1/posts", tags=["posts"], responses=responses(401, 422))
 
@@ -56,3 +69,74 @@ def retry_target(post_id: PathId, target_id: PathId, user: CurrentUser, s: DB) -
 def delete_post(post_id: PathId, user: CurrentUser, s: DB, app: Application) -> Done:
     posts.delete_post(s, posts.get_post(s, post_id, user), app.media)
     return Done(detail=f"post {post_id} deleted")
+
+
+# --------------------------------------------------------------------------- review and schedule
+
+
+def _detail(s, p) -> PostDetail:
+    s.flush()
+    return PostDetail.model_validate(posts.post_dict(s, p, detail=True))
+
+
+@router.get("/{post_id}/review", response_model=ReviewOut, responses=responses(404))
+def get_review(post_id: PathId, user: CurrentUser, s: DB) -> ReviewOut:
+    """What would be published: each target's caption (with its length and limit), hashtags, alt text, and
+    a link to the image preview."""
+    return ReviewOut.model_validate(review.review_dict(s, posts.get_post(s, post_id, user)))
+
+
+@router.get("/{post_id}/image", responses={**responses(404), 200: {"content": {"image/jpeg": {}}}},
+            response_class=Response)
+def get_image(post_id: PathId, user: CurrentUser, s: DB, app: Application) -> Response:
+    """The prepared image (as it will be published), to its owner only, while the post is in flight."""
+    p = posts.get_post(s, post_id, user)
+    if p.status not in posts.states.POST_ACTIVE or not p.media_key or app.media.size(p.media_key) is None:
+        raise NotFound(f"post {post_id} has no image now (it is kept only while the post is in flight)")
+    try:
+        fh = app.media.open(p.media_key)
+    except FileNotFoundError:
+        raise NotFound(f"post {post_id} has no image now") from None
+
+    def body():
+        with fh:
+            while chunk := fh.read(256 * 1024):
+                yield chunk
+    return StreamingResponse(body(), media_type="image/jpeg",
+                             headers={"Cache-Control": "private, no-store", "X-Content-Type-Options": "nosniff"})
+
+
+@router.patch("/{post_id}/review", response_model=ReviewOut, responses=responses(404, 409))
+def edit_review(post_id: PathId, body: ReviewEdit, user: CurrentUser, actor: CurrentActor, s: DB) -> ReviewOut:
+    """Edit captions (per target id, or per platform) and the alt text. An edit over a platform's limit is
+    a 422 naming the platform, the limit and the count."""
+    p = review.edit(s, posts.get_post(s, post_id, user), actor, captions=body.captions, alt_text=body.alt_text)
+    s.flush()
+    return ReviewOut.model_validate(review.review_dict(s, p))
+
+
+@router.post("/{post_id}/regenerate", response_model=PostDetail, responses=responses(404, 409))
+def regenerate(post_id: PathId, body: ReviewRegenerate, user: CurrentUser, actor: CurrentActor,
+               s: DB) -> PostDetail:
+    """New captions from the captioner, with an optional instruction; the post returns to review."""
+    return _detail(s, review.regenerate(s, posts.get_post(s, post_id, user), actor, body.instruction))
+
+
+@router.post("/{post_id}/approve", response_model=PostDetail, responses=responses(404, 409))
+def approve(post_id: PathId, body: ReviewApprove, user: CurrentUser, actor: CurrentActor, s: DB) -> PostDetail:
+    """Approve the whole post, or only some targets (the others are skipped); it then publishes (under the
+    watch's schedule) exactly the text shown in review."""
+    return _detail(s, review.approve(s, posts.get_post(s, post_id, user), actor, body.target_ids))
+
+
+@router.post("/{post_id}/reject", response_model=PostDetail, responses=responses(404, 409))
+def reject(post_id: PathId, body: ReviewReject, user: CurrentUser, actor: CurrentActor, s: DB,
+           app: Application) -> PostDetail:
+    """Nothing is published, and the image is deleted at once."""
+    return _detail(s, review.reject(s, posts.get_post(s, post_id, user), actor, app.media, body.reason))
+
+
+@router.post("/{post_id}/publish-now", response_model=PostDetail, responses=responses(404, 409))
+def publish_now(post_id: PathId, user: CurrentUser, actor: CurrentActor, s: DB) -> PostDetail:
+    """Skip the watch's posting windows and daily cap for this post (min_spacing_seconds still holds)."""
+    return _detail(s, review.publish_now(s, posts.get_post(s, post_id, user), actor))
