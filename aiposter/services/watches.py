@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+import sqlalchemy as sa
 from sqlmodel import Session, select
+from sqlmodel.sql.sqltypes import AutoString
 
 from aiposter import captioners
 from aiposter.captioners.template import check_template
@@ -208,6 +210,42 @@ def delete_watch(s: Session, watch: Watch, media: MediaStore) -> None:
 def poll_now(s: Session, watch: Watch) -> Watch:
     watch.next_poll_at = utcnow()
     return watch
+
+
+def json_time(dt) -> str | None:
+    from aiposter.services.posts import json_time
+
+    return json_time(dt)
+
+
+def _plain(col):
+    return sa.type_coerce(col, sa.String()).label(col.key) if isinstance(col.type, AutoString) else col
+
+
+_WC = Watch.__table__.c
+# Built once: building a Select costs more than running it.
+_LIST = sa.select(*(_plain(c) for c in _WC)).where(_WC.user_id == sa.bindparam("uid")).order_by(_WC.id)
+_LIST_TARGETS = (sa.select(WatchTarget.watch_id, WatchTarget.platform, WatchTarget.connection_id)
+                 .join(Watch, Watch.id == WatchTarget.watch_id).where(Watch.user_id == sa.bindparam("uid"))
+                 .order_by(WatchTarget.id))
+
+
+def list_dicts(conn: sa.Connection, user_id: int) -> list[dict]:
+    """:func:`list_watches` + :func:`watch_dicts` for the list endpoint, ready for JSON (``WatchOut``'s
+    fields and rendering): two Core queries, no ORM objects."""
+    ws = conn.execute(_LIST, {"uid": user_id}).all()
+    targets: dict[int, list[str]] = {w.id: [] for w in ws}
+    if ws:
+        for t in conn.execute(_LIST_TARGETS, {"uid": user_id}):
+            targets[t.watch_id].append(t.platform if t.connection_id is None else f"{t.platform}:{t.connection_id}")
+    out = []
+    for w in ws:
+        d = watch_dict(None, w, targets[w.id])
+        del d["user_id"]  # not in WatchOut
+        d["last_poll_at"], d["next_poll_at"], d["created_at"] = (
+            json_time(w.last_poll_at), json_time(w.next_poll_at), json_time(w.created_at))
+        out.append(d)
+    return out
 
 
 def watch_dicts(s: Session, ws: list[Watch]) -> list[dict]:
