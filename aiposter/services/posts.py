@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from datetime import UTC
 
 import sqlalchemy as sa
 from sqlmodel import Session, select
@@ -39,14 +40,19 @@ def _plain(col):
 
 
 @functools.lru_cache(maxsize=64)
-def _page_query(status: bool, watch: bool, before: bool, limit: int) -> sa.Select:
-    """The list query, built once per shape (building a Select costs more than running it)."""
-    cols = (Post.id, Post.user_id, Post.watch_id, Post.file_name, Post.folder_name, Post.source_ref, Post.status,
-            Post.last_error, Post.next_attempt_at, Post.created_at, Post.finished_at, Post.lease_owner,
-            Post.lease_expires_at, Post.paused_by)
+def _page_query(dialect: str, status: bool, watch: bool, before: bool, limit: int) -> sa.Select:
+    """The list query, built once per shape (building a Select costs more than running it). On SQLite the
+    timestamps are read as the stored UTC text (see :func:`json_time`): parsing them into datetimes and
+    back was the largest cost left in the endpoint."""
     c = Post.__table__.c
-    q = (sa.select(*(_plain(c[col.key]) for col in cols)).where(c.user_id == sa.bindparam("uid"))
-         .order_by(c.id.desc()).limit(limit))
+
+    def ts(col):
+        return sa.type_coerce(col, sa.String()).label(col.key) if dialect == "sqlite" else col
+
+    q = (sa.select(c.id, _plain(c.watch_id), _plain(c.file_name), _plain(c.folder_name), _plain(c.source_ref),
+                   _plain(c.status), _plain(c.last_error), ts(c.next_attempt_at), ts(c.created_at),
+                   ts(c.finished_at))
+         .where(c.user_id == sa.bindparam("uid")).order_by(c.id.desc()).limit(limit))
     if status:
         q = q.where(c.status == sa.bindparam("status"))
     if watch:
@@ -65,14 +71,14 @@ def page_dicts(conn: sa.Connection, user_id: int, status: str | None = None, wat
     if status is not None and status not in states.POST_STATES:
         raise Invalid(f"unknown status {status!r} (known: {', '.join(states.POST_STATES)})", field="status")
     limit = max(1, min(limit, 500))
-    q = _page_query(bool(status), watch_id is not None, before_id is not None, limit)
+    q = _page_query(conn.dialect.name, bool(status), watch_id is not None, before_id is not None, limit)
     params = {"uid": user_id, "status": status, "watch_id": watch_id, "before_id": before_id}
     rows = conn.execute(q, {k: v for k, v in params.items() if v is not None}).all()
     s = Session(bind=conn) if any(r.status in states.POST_ACTIVE for r in rows) else None
     try:
         return [{"id": r.id, "watch_id": r.watch_id, "file_name": r.file_name, "folder_name": r.folder_name,
                  "source_ref": r.source_ref, "status": r.status, "last_error": r.last_error,
-                 "waiting_for": waiting_for(s, r) if r.status in states.POST_ACTIVE else None,
+                 "waiting_for": waiting_for(s, s.get(Post, r.id)) if r.status in states.POST_ACTIVE else None,
                  "next_attempt_at": json_time(r.next_attempt_at) if r.status in states.POST_ACTIVE else None,
                  "created_at": json_time(r.created_at), "finished_at": json_time(r.finished_at)} for r in rows]
     finally:
@@ -81,9 +87,14 @@ def page_dicts(conn: sa.Connection, user_id: int, status: str | None = None, wat
 
 
 def json_time(dt) -> str | None:
-    """An aware UTC datetime as the API's response models render it (seconds, ``Z``): lets the read
-    endpoints serialise plain dicts without a validation pass that would only re-parse these strings."""
-    return dt.strftime("%Y-%m-%dT%H:%M:%SZ") if dt else None
+    """A UTC time as the API's response models render it (seconds, ``Z``): lets the read endpoints serialise
+    plain dicts without a validation pass that would only re-parse these strings. ``dt`` is an aware
+    datetime, or SQLite's stored text (``YYYY-MM-DD HH:MM:SS[.ffffff]``, always UTC: see core/models.py)."""
+    if not dt:
+        return None
+    if isinstance(dt, str):
+        return f"{dt[:10]}T{dt[11:19]}Z"
+    return dt.astimezone(UTC).isoformat(timespec="seconds")[:19] + "Z"
 
 
 def get_post(s: Session, post_id: int, user: User | None = None) -> Post:

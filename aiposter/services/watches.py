@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -222,9 +223,21 @@ def _plain(col):
     return sa.type_coerce(col, sa.String()).label(col.key) if isinstance(col.type, AutoString) else col
 
 
-_WC = Watch.__table__.c
-# Built once: building a Select costs more than running it.
-_LIST = sa.select(*(_plain(c) for c in _WC)).where(_WC.user_id == sa.bindparam("uid")).order_by(_WC.id)
+_OUT = ("id", "name", "source", "source_connection_id", "folder", "folder_name", "interval_seconds",
+        "prompt_template", "captioner", "backfill", "maximum_age_hours", "min_spacing_seconds", "enabled",
+        "baseline_done", "last_poll_error")
+_TIMES = ("last_poll_at", "next_poll_at", "created_at")
+
+
+@functools.lru_cache(maxsize=4)
+def _list_query(dialect: str) -> sa.Select:
+    """Only WatchOut's columns, built once; on SQLite the timestamps as their stored UTC text (see
+    posts.json_time): parsing them into datetimes and back was most of the endpoint's own cost."""
+    c = Watch.__table__.c
+    times = [sa.type_coerce(c[k], sa.String()).label(k) if dialect == "sqlite" else c[k] for k in _TIMES]
+    return sa.select(*(_plain(c[k]) for k in _OUT), *times).where(c.user_id == sa.bindparam("uid")).order_by(c.id)
+
+
 _LIST_TARGETS = (sa.select(WatchTarget.watch_id, WatchTarget.platform, WatchTarget.connection_id)
                  .join(Watch, Watch.id == WatchTarget.watch_id).where(Watch.user_id == sa.bindparam("uid"))
                  .order_by(WatchTarget.id))
@@ -233,17 +246,18 @@ _LIST_TARGETS = (sa.select(WatchTarget.watch_id, WatchTarget.platform, WatchTarg
 def list_dicts(conn: sa.Connection, user_id: int) -> list[dict]:
     """:func:`list_watches` + :func:`watch_dicts` for the list endpoint, ready for JSON (``WatchOut``'s
     fields and rendering): two Core queries, no ORM objects."""
-    ws = conn.execute(_LIST, {"uid": user_id}).all()
+    ws = conn.execute(_list_query(conn.dialect.name), {"uid": user_id}).all()
     targets: dict[int, list[str]] = {w.id: [] for w in ws}
     if ws:
         for t in conn.execute(_LIST_TARGETS, {"uid": user_id}):
             targets[t.watch_id].append(t.platform if t.connection_id is None else f"{t.platform}:{t.connection_id}")
     out = []
     for w in ws:
-        d = watch_dict(None, w, targets[w.id])
-        del d["user_id"]  # not in WatchOut
-        d["last_poll_at"], d["next_poll_at"], d["created_at"] = (
-            json_time(w.last_poll_at), json_time(w.next_poll_at), json_time(w.created_at))
+        d = dict(w._mapping)
+        d["targets"] = targets[w.id]
+        d["status"] = watch_status(w)
+        for k in _TIMES:
+            d[k] = json_time(d[k])
         out.append(d)
     return out
 
