@@ -176,14 +176,20 @@ class Conn:
         self.writer.close()
 
 
+def server_cpu(pid: int) -> float:
+    """CPU seconds the server process has used (user + system, all threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def drive(base: str, token: str, paths: tuple[str, ...], total: int, concurrency: int, seconds: float,
-                rounds: int = 6) -> list[dict]:
+                pid: int, rounds: int = 6) -> list[dict]:
     """Drive each path in turn for ``rounds`` short rounds (alternating), return their figures."""
     host, port = base.removeprefix("http://").split(":")
     conns = [Conn(host, int(port), token) for _ in range(concurrency)]
     for c in conns:
         await c.open()
-    stats = [{"lat": [], "elapsed": 0.0, "errors": 0} for _ in paths]
+    stats = [{"lat": [], "elapsed": 0.0, "errors": 0, "cpu": 0.0} for _ in paths]
     for path in paths:
         for _ in range(20):  # warm-up
             await conns[0].get(path)
@@ -201,16 +207,17 @@ async def drive(base: str, token: str, paths: tuple[str, ...], total: int, concu
                     st["lat"].append(time.perf_counter() - t0)
                     st["errors"] += status != 200
 
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), server_cpu(pid)
             await asyncio.gather(*(worker(c) for c in conns))
             st["elapsed"] += time.perf_counter() - start
+            st["cpu"] += server_cpu(pid) - cpu
     for c in conns:
         c.close()
     out = []
     for st in stats:
         q = statistics.quantiles(st["lat"], n=100)
         out.append({"n": len(st["lat"]), "rps": len(st["lat"]) / st["elapsed"], "p50": q[49] * 1000,
-                    "p99": q[98] * 1000, "errors": st["errors"]})
+                    "p99": q[98] * 1000, "errors": st["errors"], "cpu_ms": st["cpu"] / len(st["lat"]) * 1000})
     return out
 
 
@@ -234,13 +241,17 @@ def run(label: str, cfg, args) -> None:
             real, same = httpx.get(base + path, headers=auth).json(), httpx.get(base + ceiling).json()
             if real != same:
                 raise SystemExit(f"the ceiling {ceiling} does not return what {path} returns:\n{real}\n{same}")
-            r, c = asyncio.run(drive(base, token, (path, ceiling), args.requests, args.concurrency, args.seconds))
+            r, c = asyncio.run(drive(base, token, (path, ceiling), args.requests, args.concurrency, args.seconds,
+                                     proc.pid))
             for name, x in ((path, r), (ceiling, c)):
                 print(f"  GET {name:<22} {x['rps']:7.0f} req/s   p50 {x['p50']:6.1f} ms   p99 {x['p99']:6.1f} ms"
-                      f"   ({x['n']} requests, {x['errors']} errors)")
-            print(f"  => {path}: {r['rps'] / c['rps']:.0%} of the ceiling")
+                      f"   server CPU {x['cpu_ms']:.2f} ms/req   ({x['n']} requests, {x['errors']} errors)")
+            print(f"  => {path}: {r['rps'] / c['rps']:.0%} of the ceiling's req/s; "
+                  f"{c['cpu_ms'] / r['cpu_ms']:.0%} of its capacity per server CPU second (the figure that "
+                  f"holds on a loaded machine)")
         for path in ("/api/v1/posts?limit=50&cursor=50000", "/api/v1/posts?status=failed"):
-            (r,) = asyncio.run(drive(base, token, (path,), args.requests // 2, args.concurrency, args.seconds / 2))
+            (r,) = asyncio.run(drive(base, token, (path,), args.requests // 2, args.concurrency, args.seconds / 2,
+                                     proc.pid))
             print(f"  GET {path:<40} {r['rps']:7.0f} req/s   p50 {r['p50']:6.1f} ms   p99 {r['p99']:6.1f} ms"
                   f"   ({r['n']} requests, {r['errors']} errors)")
     finally:
