@@ -45,9 +45,11 @@ def write_config(tmp: Path, db_url: str, interval: int = 1, quickstart: bool = T
 
 
 def daemon(cfg: Path) -> subprocess.Popen:
+    """The daemon in a subprocess; its log goes to a file beside the config (an unread pipe would fill
+    and block the daemon on its first few hundred warnings)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIPOSTER_")}
     return subprocess.Popen([sys.executable, "-m", "aiposter", "--config", str(cfg), "run", "--no-api"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            env=env, stdout=subprocess.DEVNULL, stderr=open(cfg.with_name("daemon.log"), "w"))
 
 
 def photo(path: Path, size: tuple[int, int], rng: random.Random) -> None:
@@ -149,8 +151,8 @@ def idle(db_url_for, watches: int, window: float, interval: int, label: str) -> 
                 wid = c.execute(sa.text(
                     "INSERT INTO watch (user_id, name, source, folder, folder_name, interval_seconds, backfill,"
                     " maximum_age_hours, min_spacing_seconds, enabled, baseline_done, next_poll_at, created_at,"
-                    " updated_at) VALUES (:u, :n, 'local', :f, :n, :i, false, 0, 0, true, false,"
-                    " CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP) RETURNING id"),
+                    " updated_at, folder_set_by_admin) VALUES (:u, :n, 'local', :f, :n, :i, false, 0, 0, true, false,"
+                    " CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, true) RETURNING id"),
                     {"u": uid, "n": f"w{i}", "f": str(f), "i": interval}).scalar()
                 c.execute(sa.text("INSERT INTO watch_target (watch_id, platform) VALUES (:w, 'outbox')"),
                           {"w": wid})
@@ -177,6 +179,8 @@ def idle(db_url_for, watches: int, window: float, interval: int, label: str) -> 
         print(f"  {label:<34} {watches} watches @ {interval}s: CPU {cpu:5.2f}% of one core over {elapsed:.0f} s "
               f"(goal < 5%: {cpu / 5:.2f}x of it), RSS {rss / 1024:.0f} MiB (goal < 200: {rss / 1024 / 200:.2f}x)")
         print(f"  {'':<34} {spread(polled, interval)}")
+        warnings = (tmp / "daemon.log").read_text().count("WARNING")
+        print(f"  {'':<34} {warnings} warnings in the daemon's log")
 
 
 def spread(polled: list, interval: int) -> str:
@@ -206,6 +210,7 @@ def main() -> None:
     ap.add_argument("--interval", type=int, default=60)
     ap.add_argument("--idle-seconds", type=float, default=60)
     ap.add_argument("--idle-only", action="store_true", help="skip the throughput runs")
+    ap.add_argument("--pg-only", action="store_true", help="with --pg: skip SQLite")
     ap.add_argument("--pg", default="", help="also run on this PostgreSQL admin URL (a database is created)")
     args = ap.parse_args()
 
@@ -219,6 +224,8 @@ def main() -> None:
             created.append(name)
             return sa.engine.make_url(admin).set(database=name).render_as_string(hide_password=False)
         backends.append(("postgresql", pg))
+    if args.pg_only and args.pg:
+        backends = backends[1:]
     try:
         run(args, backends)
     finally:
