@@ -93,7 +93,9 @@ def make_engine(url: str, pool_size: int = 5, echo: bool = False) -> Engine:
         @sa.event.listens_for(engine, "begin")
         def _begin(conn):  # pragma: no cover
             # IMMEDIATE: take the write lock up front so concurrent writers queue instead of deadlocking.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # A read-only unit (read_scope) begins DEFERRED: in WAL mode it reads a snapshot without any lock,
+            # beside the one writer.
+            conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
 
         return engine
     return sa.create_engine(url, echo=echo, pool_size=pool_size, max_overflow=pool_size,
@@ -110,6 +112,19 @@ def session_scope(engine: Engine) -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
+
+
+READ_ONLY = "aiposter_read_only"
+
+
+@contextmanager
+def read_scope(engine: Engine) -> Iterator[sa.Connection]:
+    """A read-only unit of work on a pooled connection: one snapshot, no write lock, no ORM session.
+
+    On SQLite it begins a deferred transaction (reads never queue behind the writer in WAL mode), and it
+    takes no in-process write gate. Writing through it is a bug: SQLite would upgrade the lock mid-way."""
+    with engine.connect().execution_options(**{READ_ONLY: True}) as conn, conn.begin():
+        yield conn
 
 
 # --------------------------------------------------------------------------- migrations

@@ -46,11 +46,13 @@ def downscale(path: Path, *, max_edge: int, max_pixels: int) -> LLMImage:
         # decode followed by a resize. Asked for the final size, it never goes below it.
         scale = min(1.0, max_edge / max(w, h))
         img.draft("RGB", (round(w * scale), round(h * scale)))
-        out = ImageOps.exif_transpose(img.convert("RGB"))
-    if max(out.size) > max_edge:
-        out.thumbnail((max_edge, max_edge), Image.Resampling.LANCZOS)
+        out = img.convert("RGB")
+        # Resized before the EXIF rotation: the bound is square, and rotating the small image is cheaper.
+        if max(out.size) > max_edge:
+            out.thumbnail((max_edge, max_edge), Image.Resampling.LANCZOS)
+        out = ImageOps.exif_transpose(out)
     buf = io.BytesIO()
-    # A fresh image object from pixels: nothing from the source's info dict can ride along.
-    Image.frombytes("RGB", out.size, out.tobytes()).save(buf, format="JPEG", quality=JPEG_QUALITY,
-                                                         optimize=True)
+    # A fresh image object from pixels: nothing from the source's info dict can ride along. No optimize=True:
+    # it doubled the encode time for a 1-3 % smaller copy that only the LLM provider sees.
+    Image.frombytes("RGB", out.size, out.tobytes()).save(buf, format="JPEG", quality=JPEG_QUALITY)
     return LLMImage(buf.getvalue(), out.size[0], out.size[1])

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from datetime import timedelta
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
+from sqlalchemy import event
 from sqlmodel import Session, select
 
 from aiposter.core.models import AuthSession, User, utcnow
@@ -25,6 +29,13 @@ from aiposter.services.users import set_password
 TOUCH_INTERVAL = timedelta(seconds=60)
 # Verified against when the email is unknown, so a login takes as long whether or not the account exists.
 _DUMMY_HASH = hash_password(secrets.token_urlsafe(16))
+
+
+# How long a token lookup on the read endpoints (GET /posts, GET /watches) may be reused without asking the
+# database again. Logging out, revoking, disabling or deleting in *this* process forgets the cache when its
+# transaction commits, so those take effect at once here; another process (a second API worker, the CLI)
+# reaches this process within this many seconds.
+CACHE_SECONDS = 2.0
 
 
 class Unauthorized(ServiceError):
@@ -112,14 +123,120 @@ def authenticate(s: Session, token: str) -> tuple[User, AuthSession]:
     return user, session
 
 
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling a read endpoint: just the ids, immutable, safe to share between requests."""
+
+    user_id: int
+    session_id: int
+    role: str
+
+
+class _Cache:
+    """token hash -> (monotonic deadline, Principal | Unauthorized message); bounded, thread-safe."""
+
+    def __init__(self, max_entries: int = 10_000):
+        self._lock = threading.Lock()
+        self._entries: dict[str, tuple[float, Principal | str]] = {}
+        self._max = max_entries
+        self.generation = 0  # bumped by every clear: a lookup that raced a clear is not stored
+
+    def get(self, key: str) -> Principal | str | None:
+        hit = self._entries.get(key)
+        if hit is None or hit[0] < time.monotonic():
+            return None
+        return hit[1]
+
+    def put(self, key: str, value: Principal | str, generation: int) -> None:
+        with self._lock:
+            if generation != self.generation:
+                return
+            if len(self._entries) >= self._max:
+                self._entries.clear()
+            self._entries[key] = (time.monotonic() + CACHE_SECONDS, value)
+
+    def clear(self) -> None:
+        with self._lock:
+            self.generation += 1
+            self._entries.clear()
+
+
+_cache = _Cache()
+_CHANGED = "aiposter_auth_changed"
+
+
+def forget_cached(s: Session) -> None:
+    """Sessions or users changed in this unit of work: forget cached lookups now and again at its commit."""
+    s.info[_CHANGED] = True
+    _cache.clear()
+
+
+@event.listens_for(Session, "after_flush")
+def _after_flush(s, _ctx) -> None:
+    if any(isinstance(o, (User, AuthSession)) for o in (*s.dirty, *s.deleted)):
+        forget_cached(s)
+
+
+@event.listens_for(Session, "after_commit")
+def _after_commit(s) -> None:
+    if s.info.pop(_CHANGED, False):
+        _cache.clear()
+
+
+_PRINCIPAL = (sa.select(AuthSession.id, AuthSession.user_id, AuthSession.revoked_at, AuthSession.expires_at,
+                        AuthSession.last_used_at, User.disabled, User.role)
+              .join(User, User.id == AuthSession.user_id).where(AuthSession.token_hash == sa.bindparam("h")))
+
+
+def cached_principal(token: str) -> Principal | None:
+    """The cached Principal of ``token`` (Unauthorized if it was cached as refused), None on a miss."""
+    hit = _cache.get(hash_token(token))
+    if isinstance(hit, str):
+        raise Unauthorized(hit)
+    return hit
+
+
+def principal(conn: sa.Connection, token: str) -> tuple[Principal, datetime | None]:
+    """:func:`authenticate` for the read endpoints, through the short cache: the Principal, and the time to
+    write as ``last_used_at`` when it is due (else None; the caller writes it in its own transaction)."""
+    key = hash_token(token)
+    hit = _cache.get(key)
+    if isinstance(hit, Principal):
+        return hit, None
+    if isinstance(hit, str):
+        raise Unauthorized(hit)
+    generation = _cache.generation
+    row = conn.execute(_PRINCIPAL, {"h": key}).first()
+    now = utcnow()
+    why = ("invalid token" if row is None else
+           "the session was logged out" if row.revoked_at is not None else
+           "the session has expired; log in again" if row.expires_at <= now else
+           "this account is disabled" if row.disabled else None)
+    if why:
+        _cache.put(key, why, generation)
+        raise Unauthorized(why)
+    if row.expires_at - now < timedelta(seconds=CACHE_SECONDS):
+        generation = -1  # about to expire: not cached past its expiry
+    p = Principal(row.user_id, row.id, row.role)
+    _cache.put(key, p, generation)
+    touch = now if row.last_used_at is None or now - row.last_used_at > TOUCH_INTERVAL else None
+    return p, touch
+
+
+def touch(s: Session, session_id: int, now: datetime) -> None:
+    s.execute(sa.update(AuthSession).where(AuthSession.id == session_id).values(last_used_at=now))
+
+
 def logout(s: Session, session: AuthSession) -> None:
     session.revoked_at = utcnow()
+    forget_cached(s)
 
 
 def revoke_sessions(s: Session, user: User, keep: AuthSession | None = None) -> int:
     q = sa.update(AuthSession).where(AuthSession.user_id == user.id, AuthSession.revoked_at.is_(None))
     if keep is not None:
         q = q.where(AuthSession.id != keep.id)
+    forget_cached(s)
     return s.execute(q.values(revoked_at=utcnow())).rowcount
 
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+from datetime import UTC
+
 import sqlalchemy as sa
 from sqlmodel import Session, select
+from sqlmodel.sql.sqltypes import AutoString
 
 from aiposter.core import pauses, states
 from aiposter.core.media import MediaStore
@@ -28,6 +32,70 @@ def list_posts(s: Session, user: User | None = None, status: str | None = None, 
     if before_id is not None:
         q = q.where(Post.id < before_id)
     return list(s.exec(q))
+
+
+def _plain(col):
+    """A string column read as plain ``String``: SQLModel's AutoString is a TypeDecorator that calls Python
+    for every value of every row; the read endpoints need the text as the driver returns it."""
+    return sa.type_coerce(col, sa.String()).label(col.key) if isinstance(col.type, AutoString) else col
+
+
+@functools.lru_cache(maxsize=64)
+def _page_query(dialect: str, status: bool, watch: bool, before: bool, limit: int) -> sa.Select:
+    """The list query, built once per shape (building a Select costs more than running it). On SQLite the
+    timestamps are read as the stored UTC text (see :func:`json_time`): parsing them into datetimes and
+    back was the largest cost left in the endpoint."""
+    c = Post.__table__.c
+
+    def ts(col):
+        return sa.type_coerce(col, sa.String()).label(col.key) if dialect == "sqlite" else col
+
+    q = (sa.select(c.id, _plain(c.watch_id), _plain(c.file_name), _plain(c.folder_name), _plain(c.source_ref),
+                   _plain(c.status), _plain(c.last_error), ts(c.next_attempt_at), ts(c.created_at),
+                   ts(c.finished_at))
+         .where(c.user_id == sa.bindparam("uid")).order_by(c.id.desc()).limit(limit))
+    if status:
+        q = q.where(c.status == sa.bindparam("status"))
+    if watch:
+        q = q.where(c.watch_id == sa.bindparam("watch_id"))
+    if before:
+        q = q.where(c.id < sa.bindparam("before_id"))
+    return q
+
+
+def page_dicts(conn: sa.Connection, user_id: int, status: str | None = None, watch_id: int | None = None,
+               limit: int = 50, before_id: int | None = None) -> list[dict]:
+    """:func:`list_posts` + :func:`post_dict` for the list endpoint, ready for JSON (``PostOut``'s fields and
+    rendering), without building ORM objects: one Core query of only the listed columns (same filters,
+    same order). ``waiting_for`` of an unfinished post needs its user, watch and pauses: those few rows go
+    through an ORM session on the same snapshot."""
+    if status is not None and status not in states.POST_STATES:
+        raise Invalid(f"unknown status {status!r} (known: {', '.join(states.POST_STATES)})", field="status")
+    limit = max(1, min(limit, 500))
+    q = _page_query(conn.dialect.name, bool(status), watch_id is not None, before_id is not None, limit)
+    params = {"uid": user_id, "status": status, "watch_id": watch_id, "before_id": before_id}
+    rows = conn.execute(q, {k: v for k, v in params.items() if v is not None}).all()
+    s = Session(bind=conn) if any(r.status in states.POST_ACTIVE for r in rows) else None
+    try:
+        return [{"id": r.id, "watch_id": r.watch_id, "file_name": r.file_name, "folder_name": r.folder_name,
+                 "source_ref": r.source_ref, "status": r.status, "last_error": r.last_error,
+                 "waiting_for": waiting_for(s, s.get(Post, r.id)) if r.status in states.POST_ACTIVE else None,
+                 "next_attempt_at": json_time(r.next_attempt_at) if r.status in states.POST_ACTIVE else None,
+                 "created_at": json_time(r.created_at), "finished_at": json_time(r.finished_at)} for r in rows]
+    finally:
+        if s is not None:
+            s.close()
+
+
+def json_time(dt) -> str | None:
+    """A UTC time as the API's response models render it (seconds, ``Z``): lets the read endpoints serialise
+    plain dicts without a validation pass that would only re-parse these strings. ``dt`` is an aware
+    datetime, or SQLite's stored text (``YYYY-MM-DD HH:MM:SS[.ffffff]``, always UTC: see core/models.py)."""
+    if not dt:
+        return None
+    if isinstance(dt, str):
+        return f"{dt[:10]}T{dt[11:19]}Z"
+    return dt.astimezone(UTC).isoformat(timespec="seconds")[:19] + "Z"
 
 
 def get_post(s: Session, post_id: int, user: User | None = None) -> Post:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+import sqlalchemy as sa
 from sqlmodel import Session, select
+from sqlmodel.sql.sqltypes import AutoString
 
 from aiposter import captioners
 from aiposter.captioners.template import check_template
@@ -239,6 +242,58 @@ def poll_now(s: Session, watch: Watch) -> Watch:
     return watch
 
 
+def json_time(dt) -> str | None:
+    from aiposter.services.posts import json_time
+
+    return json_time(dt)
+
+
+def _plain(col):
+    return sa.type_coerce(col, sa.String()).label(col.key) if isinstance(col.type, AutoString) else col
+
+
+# A watch as the API shows it: these columns as they are, plus targets, status and the times below. One list
+# for the one-watch view (watch_dict) and the list endpoint's Core query (list_dicts), so they cannot drift.
+_OUT = ("id", "name", "source", "source_connection_id", "folder", "folder_name", "interval_seconds",
+        "prompt_template", "captioner", "backfill", "maximum_age_hours", "min_spacing_seconds", "approval",
+        "review_ttl_hours", "schedule_tz", "schedule_windows", "daily_cap", "enabled", "baseline_done",
+        "last_poll_error")
+_TIMES = ("last_poll_at", "next_poll_at", "created_at")
+
+
+@functools.lru_cache(maxsize=4)
+def _list_query(dialect: str) -> sa.Select:
+    """Only WatchOut's columns, built once; on SQLite the timestamps as their stored UTC text (see
+    posts.json_time): parsing them into datetimes and back was most of the endpoint's own cost."""
+    c = Watch.__table__.c
+    times = [sa.type_coerce(c[k], sa.String()).label(k) if dialect == "sqlite" else c[k] for k in _TIMES]
+    return sa.select(*(_plain(c[k]) for k in _OUT), *times).where(c.user_id == sa.bindparam("uid")).order_by(c.id)
+
+
+_LIST_TARGETS = (sa.select(WatchTarget.watch_id, WatchTarget.platform, WatchTarget.connection_id)
+                 .join(Watch, Watch.id == WatchTarget.watch_id).where(Watch.user_id == sa.bindparam("uid"))
+                 .order_by(WatchTarget.id))
+
+
+def list_dicts(conn: sa.Connection, user_id: int) -> list[dict]:
+    """:func:`list_watches` + :func:`watch_dicts` for the list endpoint, ready for JSON (``WatchOut``'s
+    fields and rendering): two Core queries, no ORM objects."""
+    ws = conn.execute(_list_query(conn.dialect.name), {"uid": user_id}).all()
+    targets: dict[int, list[str]] = {w.id: [] for w in ws}
+    if ws:
+        for t in conn.execute(_LIST_TARGETS, {"uid": user_id}):
+            targets[t.watch_id].append(t.platform if t.connection_id is None else f"{t.platform}:{t.connection_id}")
+    out = []
+    for w in ws:
+        d = dict(w._mapping)
+        d["targets"] = targets[w.id]
+        d["status"] = watch_status(w)
+        for k in _TIMES:
+            d[k] = json_time(d[k])
+        out.append(d)
+    return out
+
+
 def watch_dicts(s: Session, ws: list[Watch]) -> list[dict]:
     targets = targets_by_watch(s, [w.id for w in ws])
     return [watch_dict(s, w, targets[w.id]) for w in ws]
@@ -247,18 +302,10 @@ def watch_dicts(s: Session, ws: list[Watch]) -> list[dict]:
 def watch_dict(s: Session, w: Watch, targets: list[str] | None = None) -> dict:
     if targets is None:
         targets = targets_by_watch(s, [w.id])[w.id]
-    return {
-        "id": w.id, "user_id": w.user_id, "name": w.name, "source": w.source,
-        "source_connection_id": w.source_connection_id, "folder": w.folder, "folder_name": w.folder_name,
-        "interval_seconds": w.interval_seconds, "targets": targets,
-        "prompt_template": w.prompt_template, "captioner": w.captioner, "backfill": w.backfill,
-        "maximum_age_hours": w.maximum_age_hours, "min_spacing_seconds": w.min_spacing_seconds,
-        "approval": w.approval, "review_ttl_hours": w.review_ttl_hours, "schedule_tz": w.schedule_tz,
-        "schedule_windows": w.schedule_windows, "daily_cap": w.daily_cap,
-        "enabled": w.enabled, "status": watch_status(w), "baseline_done": w.baseline_done,
-        "last_poll_at": _iso(w.last_poll_at), "last_poll_error": w.last_poll_error,
-        "next_poll_at": _iso(w.next_poll_at), "created_at": _iso(w.created_at),
-    }
+    d = {k: getattr(w, k) for k in _OUT}
+    d.update(user_id=w.user_id, targets=targets, status=watch_status(w))
+    d.update({k: _iso(getattr(w, k)) for k in _TIMES})
+    return d
 
 
 def watch_status(w: Watch) -> str:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
+from pydantic_core import to_json
 
-from aiposter.api.deps import DB, Application, CurrentActor, CurrentUser
+from aiposter.api.deps import DB, Application, CurrentActor, CurrentUser, Reader
 from aiposter.api.errors import responses
 from aiposter.api.schemas import (
     Done,
@@ -22,22 +23,27 @@ from aiposter.api.schemas import (
     ReviewReject,
     RowId,
 )
+from aiposter.db import read_scope
 from aiposter.services import NotFound, posts, review
 
 router = APIRouter(prefix="/api/v1/posts", tags=["posts"], responses=responses(401, 422))
 
 
 @router.get("", response_model=PostPage)
-def list_posts(user: CurrentUser, s: DB,
-               status: Annotated[PostState | None, Query()] = None,
-               watch_id: Annotated[RowId | None, Query()] = None,
-               limit: Annotated[int, Query(ge=1, le=500)] = 50,
-               cursor: Annotated[RowId | None, Query(description="next_cursor of the previous page")] = None,
-               ) -> PostPage:
+async def list_posts(reader: Reader, request: Request,
+                     status: Annotated[PostState | None, Query()] = None,
+                     watch_id: Annotated[RowId | None, Query()] = None,
+                     limit: Annotated[int, Query(ge=1, le=500)] = 50,
+                     cursor: Annotated[RowId | None, Query(description="next_cursor of the previous page")] = None,
+                     ) -> Response:
     """Newest first, one page at a time."""
-    rows = posts.list_posts(s, user, status=status, watch_id=watch_id, limit=limit, before_id=cursor)
-    return PostPage(items=[posts.post_dict(s, p) for p in rows],
-                    next_cursor=rows[-1].id if len(rows) == limit else None)
+    with read_scope(request.app.state.application.engine) as conn:
+        items = posts.page_dicts(conn, reader.user_id, status=status, watch_id=watch_id, limit=limit,
+                                 before_id=cursor)
+    # The dicts are PostOut's fields as it renders them, straight from typed columns: serialised by
+    # pydantic-core without a validation pass (returning a Response skips FastAPI's response_model pass).
+    page = {"items": items, "next_cursor": items[-1]["id"] if len(items) == limit else None}
+    return Response(to_json(page), media_type="application/json")
 
 
 @router.get("/{post_id}", response_model=PostDetail, responses=responses(404))

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Request, Response, status
+from pydantic_core import to_json
 
-from aiposter.api.deps import DB, Application, CurrentUser
+from aiposter.api.deps import DB, Application, CurrentUser, Reader
 from aiposter.api.errors import responses
 from aiposter.api.schemas import Done, PathId, WatchCreate, WatchFields, WatchOut, WatchUpdate
+from aiposter.db import read_scope
 from aiposter.services import watches
 
 router = APIRouter(prefix="/api/v1/watches", tags=["watches"], responses=responses(401))
@@ -22,8 +24,12 @@ def _out(s, w) -> WatchOut:
 
 
 @router.get("", response_model=list[WatchOut])
-def list_watches(user: CurrentUser, s: DB) -> list[WatchOut]:
-    return [WatchOut.model_validate(d) for d in watches.watch_dicts(s, watches.list_watches(s, user))]
+async def list_watches(reader: Reader, request: Request) -> Response:
+    with read_scope(request.app.state.application.engine) as conn:
+        rows = watches.list_dicts(conn, reader.user_id)
+    # WatchOut's fields as it renders them, straight from typed columns: serialised by pydantic-core without
+    # a validation pass (returning a Response skips FastAPI's response_model pass).
+    return Response(to_json(rows), media_type="application/json")
 
 
 @router.post("", response_model=WatchOut, status_code=status.HTTP_201_CREATED, responses=responses(422))

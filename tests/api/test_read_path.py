@@ -1,0 +1,68 @@
+"""The fast read endpoints (GET /posts, GET /watches): same answers as the ORM path, and revocation through
+their short token cache takes effect at once in this process and within auth.CACHE_SECONDS from another."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+import sqlalchemy as sa
+
+from aiposter.api.schemas import PostPage, WatchOut
+from aiposter.core import states
+from aiposter.core.models import AuthSession, Post, utcnow
+from aiposter.db import session_scope
+from aiposter.services import auth, posts, watches
+
+from .seed import seed
+
+
+def _lists(client, person):
+    return [client.get(p, headers=person.headers).status_code for p in ("/api/v1/posts", "/api/v1/watches")]
+
+
+def test_logout_stops_the_read_endpoints_at_once(client, ann):
+    assert _lists(client, ann) == [200, 200]  # now cached
+    assert client.post("/api/v1/auth/logout", headers=ann.headers).status_code == 200
+    assert _lists(client, ann) == [401, 401]
+
+
+def test_disabling_a_user_stops_the_read_endpoints_at_once(client, admin, ann):
+    assert _lists(client, ann) == [200, 200]
+    assert client.post(f"/api/v1/users/{ann.id}/disable", headers=admin.headers).status_code == 200
+    assert _lists(client, ann) == [401, 401]
+
+
+def test_a_revocation_by_another_process_lands_within_the_cache_time(client, application, ann):
+    assert _lists(client, ann) == [200, 200]
+    # As the CLI or a second worker would: a plain UPDATE, no ORM session of this process sees it.
+    with application.engine.begin() as conn:
+        conn.execute(sa.update(AuthSession).values(revoked_at=utcnow()))
+    start = time.monotonic()
+    while _lists(client, ann) != [401, 401]:
+        assert time.monotonic() - start < auth.CACHE_SECONDS + 5, "the revoked token still works"
+        time.sleep(0.05)
+
+
+def test_the_list_answers_match_the_orm_path_for_finished_and_waiting_posts(client, application, ann, photos):
+    ids = seed(application, ann.email, photos, "a")
+    with session_scope(application.engine) as s:
+        waiting = Post(user_id=ann.id, watch_id=ids["watch"], source_ref="b.jpg", file_name="b.jpg",
+                       status=states.CAPTIONED, next_attempt_at=utcnow() + timedelta(hours=1), last_error="later")
+        s.add(waiting)
+    body = client.get("/api/v1/posts", headers=ann.headers).json()
+    with session_scope(application.engine) as s:
+        user = s.get(type(ann.user(application.engine)), ann.id)
+        want = [posts.post_dict(s, p) for p in posts.list_posts(s, user)]
+        want_watches = watches.watch_dicts(s, watches.list_watches(s, user))
+    # Exactly what the response models render from the ORM path (the previous implementation).
+    assert body == PostPage.model_validate({"items": want, "next_cursor": None}).model_dump(mode="json")
+    assert [p["waiting_for"] for p in body["items"]] == [w["waiting_for"] for w in want]
+    assert body["items"][0]["waiting_for"] == "later"
+    assert [p["id"] for p in body["items"]] == [w["id"] for w in want]
+    assert [p["created_at"][:19] for p in body["items"]] == [w["created_at"][:19] for w in want]
+    got = client.get("/api/v1/watches", headers=ann.headers).json()
+    assert [(w["id"], w["targets"], w["status"]) for w in got] == [
+        (w["id"], w["targets"], w["status"]) for w in want_watches]
+    assert got == [WatchOut.model_validate(w).model_dump(mode="json") for w in want_watches]
+    assert got[0]["targets"] == ["outbox", f"facebook:{ids['connection']}"]
