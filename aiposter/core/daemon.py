@@ -30,6 +30,7 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from aiposter.core import credentials, pauses, pipeline, states
+from aiposter.core import drive_feeds as drive_poller
 from aiposter.core import queue as workqueue
 from aiposter.core.models import Post
 from aiposter.core.pipeline import Context
@@ -103,6 +104,7 @@ class Daemon:
         try:
             with session_scope(self.ctx.engine) as s:
                 workqueue.release_all(s, self.ctx.owner)
+                drive_poller.release_all(s, self.ctx.owner)
         except Exception:  # noqa: BLE001 - leases expire on their own
             log.warning("daemon.release_failed", exc_info=True)
         log.info("daemon.stopped", extra=fields(clean=clean))
@@ -134,6 +136,12 @@ class Daemon:
             free -= len(watch_ids)
             if free > 0:
                 with session_scope(self.ctx.engine) as s:
+                    feed_ids = drive_poller.claim_feeds(s, self.ctx.owner, d.lease_seconds, free)
+                for fid in feed_ids:
+                    self.tasks.put(("feed", fid))
+                free -= len(feed_ids)
+            if free > 0:
+                with session_scope(self.ctx.engine) as s:
                     post_ids = workqueue.claim_posts(s, self.ctx.owner, d.lease_seconds, free)
                 for pid in post_ids:
                     self.tasks.put(("post", pid))
@@ -144,6 +152,7 @@ class Daemon:
         try:
             with session_scope(self.ctx.engine) as s:
                 workqueue.renew(s, self.ctx.owner, self.cfg.daemon.lease_seconds)
+                drive_poller.renew(s, self.ctx.owner, self.cfg.daemon.lease_seconds)
         except Exception:  # noqa: BLE001
             log.exception("daemon.renew_failed")
 
@@ -170,6 +179,9 @@ class Daemon:
             try:
                 if kind == "poll":
                     pipeline.poll_watch(self.ctx, ident)
+                elif kind == "feed":
+                    from aiposter.sources.google_drive.poller import poll_feed
+                    poll_feed(self.ctx, ident)
                 else:
                     pipeline.process_post(self.ctx, ident)
             except Exception:  # noqa: BLE001 - never let one task kill a worker
