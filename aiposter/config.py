@@ -225,6 +225,8 @@ class GoogleOAuthConfig(Section):
     push_min_interval_seconds: int = Field(10, ge=1)
     # Open changes.watch channels when api.public_url is HTTPS (Google delivers only to HTTPS).
     push: bool = True
+    # Where Google delivers push notifications; empty: <api.public_url>/api/v1/drive/push.
+    push_address: str = ""
 
 
 class MetaOAuthConfig(Section):

@@ -164,6 +164,9 @@ class Daemon:
             for scope in pauses.lift_stale(self.ctx.engine, self.cfg):
                 log.info("pause.config_changed", extra=fields(scope=scope))
             credentials.refresh_due(credentials.CredentialStore(self.ctx.engine, self.ctx.keyring, self.cfg))
+            if self.cfg.oauth.google.push and self.cfg.api.public_url.startswith("https://"):
+                from aiposter.sources.google_drive import channels
+                channels.maintain(self.ctx)  # open and renew Drive push channels
             purge_security_records(self.ctx)
         except Exception:  # noqa: BLE001
             log.exception("daemon.housekeeping_failed")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from aiposter import crypto
 from aiposter.config import Config
@@ -130,10 +130,25 @@ def folders(s: Session, cfg: Config, keyring: crypto.Keyring | None, user: User 
 
 
 def disconnect(s: Session, cfg: Config, keyring: crypto.Keyring | None, connection: Connection) -> str | None:
-    """Before a Drive connection's row (and tokens) are deleted: revoke the token at Google, best effort.
-    Returns a note for the user when Google did not confirm."""
+    """Before a Drive connection's row (and tokens) are deleted: stop its push channels and revoke the
+    token at Google, both best effort. Returns a note for the user when Google did not confirm."""
     if connection.provider != PROVIDER:
         return None
+    from aiposter.core.models import DrivePushChannel
+    from aiposter.sources.google_drive import channels
+
+    if keyring is not None and connection.credentials and s.exec(
+            select(DrivePushChannel).where(DrivePushChannel.connection_id == connection.id)).first():
+        try:
+            secrets = json.loads(keyring.decrypt(connection.credentials,
+                                                 context=crypto.connection_context(connection.id)))
+            client = DriveClient({k: v for k, v in secrets.items() if k != "client_secret"}, settings_for(cfg))
+            try:
+                channels.stop_all(s, cfg, keyring, connection, client)
+            finally:
+                client.close()
+        except (crypto.DecryptError, ValueError, StepError):
+            pass  # the channels expire on their own; their notifications match nothing once the rows are gone
     return revoke(cfg, keyring, connection)
 
 

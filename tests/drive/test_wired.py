@@ -349,3 +349,118 @@ def test_folder_picker_lists_my_drive_and_shared_drives(env, drive):
     r = env.client.get(f"/api/v1/connections/{cid}/folders", params={"q": "Holi"}, headers=env.headers)
     assert [f["name"] for f in r.json()["folders"]] == ["Holidays"]
     assert team
+
+
+# --------------------------------------------------------------------------- push
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait(predicate, timeout: float) -> bool:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_push_end_to_end_within_five_seconds(tmp_path, db_url, drive, monkeypatch):
+    """Push on (public_url HTTPS; Google's deliveries go to a served API): a change is posted within 5 s,
+    far below the 30 s polling interval, and a forged notification is refused."""
+    import threading
+    import time
+
+    import uvicorn
+
+    from aiposter.core.daemon import Daemon
+    from aiposter.core.models import DrivePushChannel
+
+    port = _free_port()
+    e = Env(tmp_path, db_url, drive, monkeypatch, daemon={"tick_seconds": 0.2, "housekeeping_seconds": 3600})
+    e.app.cfg.api.public_url = "https://poster.test"
+    e.app.cfg.oauth.google.push_address = f"http://127.0.0.1:{port}/api/v1/drive/push"
+    server = uvicorn.Server(uvicorn.Config(create_app(e.app), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    daemon = None
+    try:
+        cid = e.connect()
+        folder = drive.add_folder("Photos")
+        r = e.add_watch(folder, cid)
+        assert r.status_code == 201, r.text
+        thread.start()
+        assert _wait(lambda: server.started, 10)
+        daemon = Daemon(e.ctx)
+        daemon.start()  # housekeeping opens the channel; the first tick polls the new feed
+
+        def channel_open():
+            with session_scope(e.app.engine) as s:
+                return s.exec(select(DrivePushChannel)).first() is not None
+
+        assert _wait(channel_open, 10)
+        with session_scope(e.app.engine) as s:
+            feed = s.exec(select(DriveFeed)).one()
+        assert _wait(lambda: _feed_polled(e), 10) and feed is not None
+
+        changed = time.monotonic()
+        drive.add_file("pushed.jpg", folder, content=jpeg_bytes(color=(120, 30, 200)))
+        assert _wait(lambda: len(e.published()) >= 1, 5.0), "not posted within 5 s of the change"
+        latency = time.monotonic() - changed
+        assert latency < 5.0
+        assert [p.file_name for p in e.posts()] == ["pushed.jpg"]
+        assert drive.deliveries  # it came by push (the poll interval is 30 s)
+
+        forged = e.client.post("/api/v1/drive/push", headers={
+            "X-Goog-Channel-ID": "nope", "X-Goog-Channel-Token": "x", "X-Goog-Resource-ID": "r",
+            "X-Goog-Resource-State": "change"})
+        assert forged.status_code == 403
+    finally:
+        if daemon is not None:
+            daemon.stop(5)
+        server.should_exit = True
+        thread.join(5)
+        e.close()
+
+
+def _feed_polled(e) -> bool:
+    with session_scope(e.app.engine) as s:
+        return s.exec(select(DriveFeed)).one().last_poll_at is not None
+
+
+def test_push_channel_renewed_before_expiry_and_stopped_on_disconnect(tmp_path, db_url, drive, monkeypatch):
+    from aiposter.core.models import DrivePushChannel
+    from aiposter.sources.google_drive import channels
+
+    e = Env(tmp_path, db_url, drive, monkeypatch)
+    e.app.cfg.api.public_url = "https://poster.test"
+    e.app.cfg.oauth.google.push_address = "http://127.0.0.1:9/api/v1/drive/push"
+    try:
+        cid = e.connect()
+        e.add_watch(drive.add_folder("Photos"), cid)
+        assert channels.maintain(e.ctx)["opened"] == 1
+        assert channels.maintain(e.ctx) == {"opened": 0, "renewed": 0, "failed": 0}  # not due yet
+        with session_scope(e.app.engine) as s:
+            first = s.exec(select(DrivePushChannel)).one()
+            assert "token" not in first.token and first.connection_id == cid  # ciphertext
+            first_id = first.channel_id
+            s.execute(sa.update(DrivePushChannel).values(expires_at=sa.func.now()))
+        assert channels.maintain(e.ctx)["renewed"] == 1
+        with session_scope(e.app.engine) as s:
+            [row] = s.exec(select(DrivePushChannel)).all()
+            assert row.channel_id != first_id
+        assert drive.channels[first_id].stopped  # the old one was stopped at Google
+        r = e.client.delete(f"/api/v1/connections/{cid}", headers=e.headers)
+        assert r.status_code == 200, r.text
+        assert drive.channels[row.channel_id].stopped and drive.revoked
+        with session_scope(e.app.engine) as s:
+            assert s.exec(select(DrivePushChannel)).first() is None
+    finally:
+        e.close()

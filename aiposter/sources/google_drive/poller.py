@@ -112,9 +112,9 @@ def poll_feed(ctx, feed_id: int) -> FeedResult:
         admission = None if unusable else pauses.admit(s, f"connection:{cid}", f"{ctx.owner}:feed:{cid}", now=now,
                                                       probe_seconds=ctx.cfg.daemon.lease_seconds)
     if unusable or (admission is not None and admission.held):
-        reason = unusable or admission.reason
+        reason = f"{WAITING}{unusable}" if unusable else admission.reason
         until = now + timedelta(seconds=interval) if unusable else admission.until
-        _wait(ctx, feed_id, [w.id for w in watches], f"{WAITING}{reason}", until)
+        _wait(ctx, feed_id, [w.id for w in watches], reason, until)
         return FeedResult(error=reason)
     if not specs:
         _finish(ctx, feed_id, [], token, now + timedelta(seconds=interval), 0, None)
@@ -153,6 +153,9 @@ def poll_feed(ctx, feed_id: int) -> FeedResult:
         return _failed(ctx, feed_id, cid, [w.id for w in watches], StepError(f"internal error: {exc!r}"), interval)
 
     _record(ctx, cid, events, left, problems, result)
+    if admission is not None and admission.probing:
+        with session_scope(ctx.engine) as s:
+            pauses.lift(s, f"connection:{cid}", "a poll of the account succeeded")
     due = utcnow() if not result.complete else utcnow() + timedelta(seconds=interval)
     _finish(ctx, feed_id, [w.id for w in watches], new_token, due, result.requests, None,
             problems=result.problems)
@@ -185,7 +188,7 @@ def _failed(ctx, feed_id: int, cid: int, watch_ids: list[int], exc: StepError, i
         with session_scope(ctx.engine) as s:
             p = pauses.pause(s, ctx.cfg, f"connection:{cid}", exc, connection_id=cid, now=now)
             until, reason = p.until, pauses.describe(p, now)
-        _wait(ctx, feed_id, watch_ids, f"{WAITING}{reason}", until)
+        _wait(ctx, feed_id, watch_ids, reason, until)
     else:
         _wait(ctx, feed_id, watch_ids, str(exc), now + timedelta(seconds=interval))
     log.warning("drive.poll_failed", extra=fields(connection_id=cid, code=exc.code, error=str(exc)))
