@@ -36,8 +36,9 @@ class _Session:
 
     def __init__(self, s: Session, cfg: Config, keyring: crypto.Keyring | None, connection: Connection):
         self.s, self.cfg, self.connection = s, cfg, connection
-        if keyring is None:
-            keyring = crypto.load_keyring(cfg, s.get_bind())
+        if keyring is None:  # loaded by the caller before its unit of work (SQLite: no second connection now)
+            raise Invalid("the server's encryption key is not loaded, so the Drive account's tokens cannot be "
+                          "read", field="source_connection_id")
         self.keyring = keyring
         if not connection.credentials:
             raise Invalid(f"the Google Drive account {connection.account_name} has no stored tokens; reconnect it",
