@@ -464,3 +464,41 @@ def test_push_channel_renewed_before_expiry_and_stopped_on_disconnect(tmp_path, 
             assert s.exec(select(DrivePushChannel)).first() is None
     finally:
         e.close()
+
+
+def test_baseline_deferred_when_drive_is_down_at_creation(env, drive):
+    cid = env.connect()
+    folder = drive.add_folder("Photos")
+    drive.add_file("before.jpg", folder, content=jpeg_bytes(color=(8, 8, 8)))
+    drive.fail_next("files.list", 503)
+    r = env.add_watch(folder, cid)
+    assert r.status_code == 201, r.text
+    assert r.json()["baseline_done"] is False and r.json()["folder_name"] == "Photos"
+    [res] = env.poll()  # the first poll takes the baseline: what was there is not posted
+    assert res.queued == 0 and res.error is None
+    wid = r.json()["id"]
+    assert env.watch(wid)["baseline_done"] is True
+    drive.add_file("after.jpg", folder, content=jpeg_bytes(color=(80, 8, 8)))
+    [res] = env.poll()
+    assert res.queued == 1
+
+
+def test_download_rate_limit_pauses_the_connection_for_its_posts(env, drive):
+    cid = env.connect()
+    folder = drive.add_folder("Photos")
+    env.add_watch(folder, cid)
+    drive.add_file("a.jpg", folder, content=jpeg_bytes(color=(30, 40, 50)))
+    env.poll()
+    drive.fail_next("files.get_media", 429, retry_after="1")
+    env.process(rounds=1)
+    [p] = env.posts()
+    assert p.status == states.DETECTED and p.paused_by == f"connection:{cid}"
+    assert "paused" in p.last_error and p.step_attempts == 0  # waits, no attempt spent
+    with session_scope(env.app.engine) as s:
+        s.execute(sa.update(Pause).values(until=sa.func.now()))
+        s.execute(sa.update(Post).values(next_attempt_at=sa.func.now()))
+    env.process()
+    [p] = env.posts()
+    assert p.status == states.PUBLISHED, p.last_error
+    with session_scope(env.app.engine) as s:  # the probe's success lifted the pause
+        assert s.exec(select(Pause)).first() is None

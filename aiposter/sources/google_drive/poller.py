@@ -341,10 +341,10 @@ def _skip_left(ctx, s: Session, cid: int, left: dict[str, str]) -> int:
 def _record_baseline(ctx, watch_id: int, listing: FolderListing | WatchProblem) -> int:
     with session_scope(ctx.engine) as s:
         w = s.get(Watch, watch_id)
-        return 0 if w is None else apply_baseline(s, w, listing)
+        return 0 if w is None else apply_baseline(s, w, listing, deferred=True)
 
 
-def apply_baseline(s: Session, w: Watch, listing: FolderListing | WatchProblem) -> int:
+def apply_baseline(s: Session, w: Watch, listing: FolderListing | WatchProblem, *, deferred: bool = False) -> int:
     """A watch's first listing: what is there is the baseline (or queued, with ``backfill``; files created
     after ``baseline_at`` are new). A folder problem puts the watch in error and leaves the baseline to be
     taken again (so the watch heals when the folder is back). Returns how many posts were queued."""
@@ -357,29 +357,36 @@ def apply_baseline(s: Session, w: Watch, listing: FolderListing | WatchProblem) 
         return 0
     w.folder_name = listing.folder.name or w.folder_name
     w.drive_id = listing.folder.drive_id
-    seen = _seen(s, w.id, [f.id for f in listing.files])
+    seen = set(_seen(s, w.id, [f.id for f in listing.files]))
     md5s: set[str] = set()
     targets: list[WatchTarget] | None = None
     queued = 0
+    rows: list[dict] = []  # the baseline, inserted in one executemany (10,000 files: no ORM object each)
     for f in listing.files:
         if f.id in seen:
             continue
-        sf = SourceFile(watch_id=w.id, ref=f.id, name=f.name, size=f.size, fingerprint=f.md5 or "",
-                        source_time=f.created_time or now)
-        s.add(sf)
-        seen[f.id] = sf
-        late = w.baseline_at is not None and f.created_time is not None and f.created_time > w.baseline_at
+        seen.add(f.id)
+        # A baseline taken later than the watch's creation (Drive was unreachable then): files Drive dates
+        # after the creation arrived meanwhile and are new. Taken at creation, the listing is the baseline.
+        late = deferred and w.baseline_at is not None and f.created_time is not None and \
+            f.created_time > w.baseline_at
         if (w.backfill or late) and not (f.md5 and f.md5 in md5s):
-            sf.status = states.SF_QUEUED
+            sf = SourceFile(watch_id=w.id, ref=f.id, name=f.name, size=f.size, fingerprint=f.md5 or "",
+                            source_time=f.created_time or now, status=states.SF_QUEUED)
+            s.add(sf)
             s.flush()
             if targets is None:
                 targets = list(s.exec(select(WatchTarget).where(WatchTarget.watch_id == w.id)))
             _create_post(s, w, sf, _remote(f, now), w.folder_name, targets)
             queued += 1
         else:
-            sf.status, sf.reason = states.SF_BASELINE, "already in the folder when the watch started"
+            rows.append({"watch_id": w.id, "ref": f.id, "name": f.name, "size": f.size, "fingerprint": f.md5 or "",
+                         "source_time": f.created_time or now, "first_seen_at": now, "last_seen_at": now,
+                         "status": states.SF_BASELINE, "reason": "already in the folder when the watch started"})
         if f.md5:
             md5s.add(f.md5)
+    for i in range(0, len(rows), 1000):
+        s.execute(sa.insert(SourceFile), rows[i:i + 1000])
     w.baseline_done = True
     if w.last_poll_error and _folder_error(w.last_poll_error):
         w.last_poll_error = None
