@@ -502,3 +502,41 @@ def test_download_rate_limit_pauses_the_connection_for_its_posts(env, drive):
     assert p.status == states.PUBLISHED, p.last_error
     with session_scope(env.app.engine) as s:  # the probe's success lifted the pause
         assert s.exec(select(Pause)).first() is None
+
+
+def test_shared_drive_folder_and_shortcut_to_an_image(env, drive):
+    cid = env.connect()
+    team = drive.add_shared_drive("Team")
+    folder = drive.add_folder("Team photos", team)
+    w = env.add_watch(folder, cid).json()
+    assert w["folder_name"] == "Team photos"
+    elsewhere = drive.add_folder("Elsewhere")
+    target = drive.add_file("target.jpg", elsewhere, content=jpeg_bytes(color=(140, 70, 35)))
+    drive.add_file("team.jpg", folder, content=jpeg_bytes(color=(35, 70, 140)))
+    [res] = env.poll()
+    assert res.queued == 1
+    mine = drive.add_folder("Mine")
+    w2 = env.add_watch(mine, cid).json()
+    drive.add_shortcut(target, mine, name="link to target")
+    [res] = env.poll()
+    assert res.queued == 1
+    env.process()
+    posts = {p.watch_id: p for p in env.posts()}
+    assert posts[w["id"]].status == states.PUBLISHED and posts[w2["id"]].status == states.PUBLISHED
+    assert posts[w2["id"]].file_name == "link to target"
+
+
+def test_api_callback_finishes_a_flow_started_from_the_terminal(env, drive):
+    from aiposter.services import connections
+
+    with session_scope(env.app.engine) as s:
+        owner = users.get_user_by_email(s, "ann@example.com")
+        started = connections.start(s, env.app.cfg, env.app.keyring, owner, "google_drive",
+                                    "http://poster.test/api/v1/connections/google_drive/callback")
+    code, state = drive.approve(started["authorize_url"])
+    fresh = TestClient(create_app(env.app))  # another browser: no cookie from any start
+    r = fresh.get("/api/v1/connections/google_drive/callback", params={"code": code, "state": state})
+    assert r.status_code == 200, r.text
+    assert r.json()[0]["provider"] == "google_drive"
+    again = fresh.get("/api/v1/connections/google_drive/callback", params={"code": code, "state": state})
+    assert again.status_code == 400  # single use
