@@ -216,6 +216,8 @@ def _finish(ctx, feed_id: int, watch_ids: list[int], token: str | None, due: dat
         feed = s.get(DriveFeed, feed_id)
         if feed is None:
             return
+        if feed.lease_owner not in (ctx.owner, None):
+            return  # our lease expired and another replica polled meanwhile: its token wins
         feed.page_token, feed.next_poll_at, feed.requests = token, due, requests
         feed.last_poll_at, feed.last_error = now, error
         feed.lease_owner = feed.lease_expires_at = None
