@@ -416,6 +416,12 @@ def _owner(s, email: str | None):
     raise fail("--user EMAIL is required (there is not exactly one user)", 2)
 
 
+DriveOpt = Annotated[str | None, typer.Option("--drive", help="A Google Drive folder link or id (with "
+                                                 "--connection): a Drive watch.")]
+SubfoldersOpt = Annotated[bool | None, typer.Option("--subfolders/--no-subfolders",
+                                                    help="Drive: also files in subfolders.")]
+
+
 @watch_app.command("add")
 def watch_add(folder: FolderOpt = None, user: Annotated[str | None, typer.Option("--user")] = None,
               name: NameOpt = None, source: SourceOpt = None, connection: ConnOpt = None,
@@ -424,17 +430,31 @@ def watch_add(folder: FolderOpt = None, user: Annotated[str | None, typer.Option
               backfill: BackfillOpt = None, max_age_hours: MaxAgeOpt = None, min_spacing: SpacingOpt = None,
               enabled: EnabledOpt = None, approval: ApprovalOpt = None, review_ttl_hours: ReviewTtlOpt = None,
               schedule: ScheduleOpt = None, timezone: TimezoneOpt = None, daily_cap: DailyCapOpt = None,
-              as_json: JsonOpt = False) -> None:
-    """Add a watch."""
+              drive: DriveOpt = None, subfolders: SubfoldersOpt = None, as_json: JsonOpt = False) -> None:
+    """Add a watch (a local folder with --folder, a Drive folder with --drive URL --connection ID)."""
+    if drive:
+        if folder:
+            raise fail("give --folder or --drive, not both", 2)
+        if connection is None:
+            raise fail("--drive needs --connection ID (the Google Drive connection; see `aiposter connections`)", 2)
+        folder, source = drive, "google_drive"
     if not folder:
-        raise fail("--folder is required", 2)
+        raise fail("--folder (or --drive) is required", 2)
     spec = _spec(folder, name, source, connection, interval, target, template, template_file, captioner,
                  backfill, max_age_hours, min_spacing, enabled, approval, review_ttl_hours, schedule, timezone,
                  daily_cap)
-    with cli_session() as (cfg, s):
-        owner = _owner(s, user)
-        w = service_call(lambda: watches_svc.create_watch(s, cfg, owner, spec, allow_any_folder=True))
-        data = watches_svc.watch_dict(s, w)
+    spec.include_subfolders = subfolders
+    cfg = load_config()
+    # A Drive watch reads the connection's tokens: the key is loaded before the unit of work begins.
+    application = open_db(cfg, keys=spec.source == "google_drive", create=False)
+    try:
+        with session_scope(application.engine) as s:
+            owner = _owner(s, user)
+            w = service_call(lambda: watches_svc.create_watch(s, cfg, owner, spec, allow_any_folder=True,
+                                                              keyring=application.keyring))
+            data = watches_svc.watch_dict(s, w)
+    finally:
+        application.close()
     print_json(data) if as_json else typer.echo(f"added watch {data['id']} on {data['folder']}")
 
 
@@ -477,11 +497,17 @@ def watch_edit(watch_id: int, folder: FolderOpt = None, name: NameOpt = None, so
     spec = _spec(folder, name, source, connection, interval, target, template, template_file, captioner,
                  backfill, max_age_hours, min_spacing, enabled, approval, review_ttl_hours, schedule, timezone,
                  daily_cap)
-    with cli_session() as (cfg, s):
-        w = service_call(lambda: watches_svc.get_watch(s, watch_id))
-        owner = s.get(users_svc.User, w.user_id)
-        service_call(lambda: watches_svc.update_watch(s, cfg, owner, w, spec, allow_any_folder=True))
-        data = watches_svc.watch_dict(s, w)
+    cfg = load_config()
+    application = open_db(cfg, create=False)  # with the key: a Drive watch's folder is checked with its tokens
+    try:
+        with session_scope(application.engine) as s:
+            w = service_call(lambda: watches_svc.get_watch(s, watch_id))
+            owner = s.get(users_svc.User, w.user_id)
+            service_call(lambda: watches_svc.update_watch(s, cfg, owner, w, spec, allow_any_folder=True,
+                                                          keyring=application.keyring))
+            data = watches_svc.watch_dict(s, w)
+    finally:
+        application.close()
     print_json(data) if as_json else typer.echo(f"updated watch {watch_id}")
 
 
@@ -805,3 +831,91 @@ def main() -> None:
     private_umask()
     # Standalone mode: usage errors exit 2, typer.Exit carries our codes, an aborted prompt exits 1.
     app(prog_name="aiposter")
+
+
+# =========================================================================== connections (headless OAuth)
+
+connect_app = typer.Typer(help="Connect accounts from the server's terminal (no browser on the server needed).",
+                          no_args_is_help=True)
+app.add_typer(connect_app, name="connect")
+
+
+@connect_app.command("google")
+def connect_google(user: Annotated[str | None, typer.Option("--user", help="The account to connect it to.")] = None,
+                   url: Annotated[str | None, typer.Option(
+                       "--url", help="The address the browser was sent to after consenting (else asked).")] = None,
+                   as_json: JsonOpt = False) -> None:
+    """Connect a Google Drive account: open the printed link in any browser, consent, then either let
+    Google's redirect reach the API (the connection is made there) or paste the address the browser ended
+    on (it may show an error page if the API is not reachable from it: the address is what counts)."""
+    from urllib.parse import parse_qs, urlparse
+
+    from sqlmodel import select
+
+    from aiposter.core.models import OAuthState, User
+    from aiposter.services import connections as conn_svc
+    from aiposter.services.auth import hash_token
+
+    cfg = load_config()
+    application = open_db(cfg, create=False)
+    redirect = f"{(cfg.api.public_url or f'http://{cfg.api.host}:{cfg.api.port}').rstrip('/')}" \
+               "/api/v1/connections/google_drive/callback"
+    try:
+        with session_scope(application.engine) as s:
+            owner = _owner(s, user)
+            owner_id = owner.id
+            started = service_call(lambda: conn_svc.start(s, cfg, application.keyring, owner, "google_drive",
+                                                          redirect))
+        typer.echo("Open this link in a browser, sign in to Google and allow read-only Drive access:\n")
+        typer.echo(f"  {started['authorize_url']}\n")
+        pasted = url if url is not None else typer.prompt(
+            "Then paste the address your browser was sent to (or just press Enter once the page said the "
+            "account was connected)", default="", show_default=False)
+        with session_scope(application.engine) as s:
+            owner = s.get(User, owner_id)
+            if pasted.strip():
+                q = {k: v[0] for k, v in parse_qs(urlparse(pasted.strip()).query).items()}
+                if q.get("error"):
+                    raise fail(f"Google did not grant access: {q.get('error_description') or q['error']}", 1)
+                if not q.get("code") or not q.get("state"):
+                    raise fail("that address has no code and state; paste the whole address from the browser's "
+                               "address bar", 2)
+                if q["state"] != started["state"]:
+                    raise fail("that address belongs to another connection attempt; run the command again", 2)
+                try:
+                    linked = conn_svc.finish(s, cfg, application.keyring, "google_drive", q["state"], q["code"],
+                                             redirect, user=owner, client="cli")
+                except ServiceError as exc:
+                    raise fail(exc.message, 1) from None
+                except Exception as exc:  # noqa: BLE001 - OAuthFailed and friends: one line
+                    raise fail(str(exc), 1) from None
+            else:
+                state_hash = hash_token(started["state"])
+                pending = s.exec(select(OAuthState).where(OAuthState.state_hash == state_hash)).first()
+                if pending is not None:
+                    raise fail("the connection was not completed through the API yet; run the command again and "
+                               "paste the address instead", 1)
+                linked = [c for c in conn_svc.list_connections(s, owner) if c.provider == "google_drive"]
+            rows = [conn_svc.connection_dict(c) for c in linked]
+    finally:
+        application.close()
+    if as_json:
+        print_json(rows)
+    else:
+        for r in rows:
+            typer.echo(f"connected Google Drive account {r['account_name']} as connection {r['id']}")
+
+
+@app.command("connections")
+def connections_list(user: Annotated[str | None, typer.Option("--user")] = None, as_json: JsonOpt = False) -> None:
+    """List connected accounts with their status (needs_reauth: the user must reconnect) and last error."""
+    from aiposter.services import connections as conn_svc
+
+    with cli_session() as (cfg, s):
+        owners = [_owner(s, user)] if user else users_svc.list_users(s)
+        rows = [dict(conn_svc.connection_dict(c), user=o.email) for o in owners
+                for c in conn_svc.list_connections(s, o)]
+    if as_json:
+        print_json(rows)
+    else:
+        print_table(rows, ["id", "user", "provider", "account_name", "status", "last_error"])

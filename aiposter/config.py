@@ -218,7 +218,16 @@ class GoogleOAuthConfig(Section):
     client_secret: SecretStr | None = None
     auth_uri: str = "https://accounts.google.com/o/oauth2/auth"
     token_uri: str = "https://oauth2.googleapis.com/token"
-    drive_api_url: str = "https://www.googleapis.com/drive/v3"  # to name the connected account
+    drive_api_url: str = "https://www.googleapis.com/drive/v3"  # the Drive API (names the account, polls, downloads)
+    revoke_uri: str = "https://oauth2.googleapis.com/revoke"  # disconnect revokes the token here (best effort)
+    # Lowest Drive polling interval (seconds); with push notifications on (api.public_url is HTTPS) the
+    # poll is only the safety net, so push_min_interval_seconds applies instead.
+    min_interval_seconds: int = Field(30, ge=1)
+    push_min_interval_seconds: int = Field(10, ge=1)
+    # Open changes.watch channels when api.public_url is HTTPS (Google delivers only to HTTPS).
+    push: bool = True
+    # Where Google delivers push notifications; empty: <api.public_url>/api/v1/drive/push.
+    push_address: str = ""
 
 
 class MetaOAuthConfig(Section):

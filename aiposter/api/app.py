@@ -11,7 +11,20 @@ from fastapi_offline import FastAPIOffline
 import aiposter
 from aiposter.api import errors
 from aiposter.api.middleware import BodyLimit, DocsPolicy, SecurityHeaders
-from aiposter.api.routes import audit, auth, connections, me, media, notify, ops, pauses, posts, users, watches
+from aiposter.api.routes import (
+    audit,
+    auth,
+    connections,
+    drive,
+    me,
+    media,
+    notify,
+    ops,
+    pauses,
+    posts,
+    users,
+    watches,
+)
 from aiposter.app import App
 from aiposter.core.media import urls_for
 from aiposter.db import is_sqlite
@@ -40,6 +53,6 @@ def create_app(application: App, daemon=None) -> FastAPI:
     api.add_middleware(SecurityHeaders)
     api.add_middleware(BodyLimit, max_bytes=application.cfg.api.max_body_bytes)  # outermost: before anything
     api.add_middleware(DocsPolicy)
-    for module in (ops, auth, me, users, connections, watches, posts, pauses, audit, notify, media):
+    for module in (ops, auth, me, users, connections, watches, posts, pauses, audit, notify, media, drive):
         api.include_router(module.router)
     return api

@@ -163,11 +163,12 @@ class WatchFields(Request):
     daily_cap: Annotated[int, Field(ge=0, le=1000)] | None = Field(
         None, description="At most this many posts per destination per local day (0: no cap).")
     enabled: bool | None = None
+    include_subfolders: bool | None = Field(None, description="Drive watches: also files in subfolders.")
 
 
 class WatchCreate(WatchFields):
     folder: Text(4096, 1) = Field(description="A local path under the server's sources.local_roots, or a "
-                                              "Drive folder id.")
+                                              "Drive folder id or pasted Drive folder link.")
 
 
 class WatchUpdate(WatchFields):
@@ -194,14 +195,29 @@ class WatchOut(BaseModel):
     schedule_windows: str | None
     daily_cap: int
     enabled: bool
-    status: Literal["active", "paused", "error"] = Field(
+    status: Literal["active", "paused", "error", "waiting"] = Field(
         description="error: the last poll failed (a missing folder, or one that escaped the allowed roots); "
-                    "last_poll_error says why, and the folder is not read until it is fixed.")
+                    "last_poll_error says why, and the folder is not read until it is fixed. waiting: its "
+                    "account needs reconnecting or the source asked to back off (last_poll_error says which).")
     baseline_done: bool
+    include_subfolders: bool = False
     last_poll_at: datetime | None
     last_poll_error: str | None
     next_poll_at: datetime | None
     created_at: datetime
+
+
+class DriveFolderOut(BaseModel):
+    id: str
+    name: str
+    kind: Literal["folder", "shared_drive"]
+    drive_id: str | None
+    parent: str | None
+
+
+class DriveFolderPage(BaseModel):
+    folders: list[DriveFolderOut]
+    next_page_token: str | None
 
 
 # --------------------------------------------------------------------------- posts

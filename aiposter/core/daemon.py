@@ -30,6 +30,7 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from aiposter.core import credentials, pauses, pipeline, states
+from aiposter.core import drive_feeds as drive_poller
 from aiposter.core import queue as workqueue
 from aiposter.core.models import Post
 from aiposter.core.pipeline import Context
@@ -112,6 +113,7 @@ class Daemon:
         try:
             with session_scope(self.ctx.engine) as s:
                 workqueue.release_all(s, self.ctx.owner)
+                drive_poller.release_all(s, self.ctx.owner)
         except Exception:  # noqa: BLE001 - leases expire on their own
             log.warning("daemon.release_failed", exc_info=True)
         log.info("daemon.stopped", extra=fields(clean=clean))
@@ -151,6 +153,12 @@ class Daemon:
             free -= len(watch_ids) + len(batches)
             if free > 0:
                 with session_scope(self.ctx.engine) as s:
+                    feed_ids = drive_poller.claim_feeds(s, self.ctx.owner, d.lease_seconds, free)
+                for fid in feed_ids:
+                    self.tasks.put(("feed", fid))
+                free -= len(feed_ids)
+            if free > 0:
+                with session_scope(self.ctx.engine) as s:
                     post_ids = workqueue.claim_posts(s, self.ctx.owner, d.lease_seconds, free)
                 for pid in post_ids:
                     self.tasks.put(("post", pid))
@@ -161,6 +169,7 @@ class Daemon:
         try:
             with session_scope(self.ctx.engine) as s:
                 workqueue.renew(s, self.ctx.owner, self.cfg.daemon.lease_seconds)
+                drive_poller.renew(s, self.ctx.owner, self.cfg.daemon.lease_seconds)
         except Exception:  # noqa: BLE001
             log.exception("daemon.renew_failed")
 
@@ -178,6 +187,9 @@ class Daemon:
             for scope in pauses.lift_stale(self.ctx.engine, self.cfg):
                 log.info("pause.config_changed", extra=fields(scope=scope))
             credentials.refresh_due(credentials.CredentialStore(self.ctx.engine, self.ctx.keyring, self.cfg))
+            if self.cfg.oauth.google.push and self.cfg.api.public_url.startswith("https://"):
+                from aiposter.sources.google_drive import channels
+                channels.maintain(self.ctx)  # open and renew Drive push channels
             purge_security_records(self.ctx)
         except Exception:  # noqa: BLE001
             log.exception("daemon.housekeeping_failed")
@@ -195,6 +207,9 @@ class Daemon:
                     pipeline.poll_watch(self.ctx, ident)
                 elif kind == "polls":
                     pipeline.poll_watches(self.ctx, ident)
+                elif kind == "feed":
+                    from aiposter.sources.google_drive.poller import poll_feed
+                    poll_feed(self.ctx, ident)
                 else:
                     pipeline.process_post(self.ctx, ident)
             except Exception:  # noqa: BLE001 - never let one task kill a worker

@@ -123,6 +123,11 @@ class Watch(SQLModel, table=True):
     # Files that arrived before this moment are the baseline (not posted unless backfill): the folder as
     # it was when the watch was created or pointed at a new folder, not as it is at the first poll.
     baseline_at: datetime | None = None
+    # Drive watches: also files in subfolders (any depth), and the shared drive holding the folder (None:
+    # My Drive), from the folder check at creation.
+    include_subfolders: bool = Field(default=False, sa_column=sa.Column(
+        sa.Boolean, nullable=False, server_default=sa.false()))
+    drive_id: str | None = None
     cursor: str | None = _text()  # source-specific resume state (e.g. a Drive changes token)
     next_poll_at: datetime = Field(default_factory=utcnow)
     last_poll_at: datetime | None = None
@@ -362,3 +367,41 @@ class Notification(SQLModel, table=True):
     last_error: str | None = _text()
     created_at: datetime = Field(default_factory=utcnow)
     sent_at: datetime | None = None
+
+
+class DriveFeed(SQLModel, table=True):
+    """One Drive connection's change feed: its page token, when it is next due, and its lease.
+
+    Drive reports every change of an account after a page token, so the unit of polling is the connection,
+    not the watch: one row per Drive connection that has watches, claimed like a watch (conditional UPDATE
+    with a lease; ``SKIP LOCKED`` on PostgreSQL). ``page_token`` is stored only after the changes it covers
+    were committed as source files and posts, so a crash re-reads them (and the per-watch records make the
+    re-read post nothing twice)."""
+
+    __tablename__ = "drive_feed"
+    id: int | None = Field(default=None, primary_key=True)
+    connection_id: int = Field(sa_column=sa.Column(sa.Integer, sa.ForeignKey("connection.id", ondelete="CASCADE"),
+                                                   nullable=False, unique=True))
+    page_token: str | None = _text()
+    next_poll_at: datetime = Field(default_factory=utcnow)
+    last_poll_at: datetime | None = None
+    last_error: str | None = _text()
+    requests: int = 0  # Drive requests spent by the last poll (one when idle)
+    lease_owner: str | None = None
+    lease_expires_at: datetime | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class DrivePushChannel(SQLModel, table=True):
+    """A ``changes.watch`` channel of one Drive connection. ``token`` (the secret Google echoes in every
+    notification) is encrypted like a credential."""
+
+    __tablename__ = "drive_push_channel"
+    id: int | None = Field(default=None, primary_key=True)
+    connection_id: int = _fk("connection.id")
+    channel_id: str = Field(sa_column=sa.Column(sa.String(64), nullable=False, unique=True))
+    resource_id: str = ""
+    token: str = _text(nullable=False)
+    address: str = _text(nullable=False)
+    expires_at: datetime
+    created_at: datetime = Field(default_factory=utcnow)

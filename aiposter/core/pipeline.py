@@ -414,6 +414,18 @@ def _download(ctx: Context, post_id: int) -> bool:
         ref, source_ref, source_name = _watch_ref(w), post.source_ref, w.source
     media = ctx.media
     raw, work, key = media.work_path(post_id, "download"), media.work_path(post_id, "prepared"), post_key(post_id)
+    # A source reached through an account (Drive) shares that account's pause: rate limits and outages
+    # hold its posts (no attempt spent, reason shown) instead of each post failing the same way.
+    scope = f"connection:{ref.connection_id}" if ref.connection_id is not None else None
+    probing = False
+    if scope is not None:
+        with session_scope(ctx.engine) as s:
+            admission = pauses.admit(s, scope, f"{ctx.owner}:post:{post_id}",
+                                     probe_seconds=ctx.cfg.daemon.lease_seconds)
+            if admission.held:
+                pauses.hold_post(s, post_id, scope, admission.until, admission.reason)
+                return False
+            probing = admission.probing
     try:
         ctx.source(source_name).fetch(ref, source_ref, raw, ctx.cfg.images.max_file_bytes)
         duplicate = _claim_content(ctx, post_id, ref.id, _sha256(raw))
@@ -425,9 +437,19 @@ def _download(ctx: Context, post_id: int) -> bool:
                                   quality=im.jpeg_quality, max_bytes=im.max_file_bytes,
                                   budget=images.decode_budget(im.decode_memory_mb * 1024 * 1024))
         media.put(key, work)
+        if probing:  # the account works again: release everything its pause held
+            with session_scope(ctx.engine) as s:
+                pauses.lift(s, scope, "a download succeeded")
     except StepError as exc:
         metrics.count_error("download", source_name, exc)
-        _step_failed(ctx, post_id, states.DETECTED, exc)
+        if exc.permanent and exc.code in SOURCE_GONE:
+            _skip_gone(ctx, post_id, exc)
+        elif scope is not None and not exc.permanent and exc.code in CONNECTION_FAULTS:
+            with session_scope(ctx.engine) as s:
+                p = pauses.pause(s, ctx.cfg, scope, exc, connection_id=ref.connection_id)
+                pauses.hold_post(s, post_id, scope, p.until, pauses.describe(p))
+        else:
+            _step_failed(ctx, post_id, states.DETECTED, exc)
         return False
     finally:
         raw.unlink(missing_ok=True)
@@ -450,6 +472,22 @@ def _download(ctx: Context, post_id: int) -> bool:
                   "metadata removed")
     log.info("post.downloaded", extra=fields(post_id=post_id, bytes=prepared.bytes))
     return True
+
+
+# A file that left the source before it was downloaded (trashed in Drive): skipped with the reason, not failed.
+SOURCE_GONE = ("trashed",)
+# Faults of the account behind a source, shared by all its posts (issue 7's pauses).
+CONNECTION_FAULTS = ("timeout", "connection", "server_error", "overloaded", "rate_limited", "quota")
+
+
+def _skip_gone(ctx: Context, post_id: int, exc: StepError) -> None:
+    reason = f"not posted: {exc}"
+    with session_scope(ctx.engine) as s:
+        post = s.get(Post, post_id)
+        for t in s.exec(select(PostTarget).where(PostTarget.post_id == post_id)):
+            t.status, t.last_error, t.updated_at = states.T_SKIPPED, reason, utcnow()
+        post.last_error = reason
+        _finish(s, ctx, post, states.SKIPPED, reason)
 
 
 def _media_missing(ctx: Context, post_id: int, key: str | None) -> bool:

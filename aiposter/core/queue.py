@@ -45,6 +45,7 @@ def claim_watches(session: Session, owner: str, lease_seconds: int, limit: int,
         sa.select(Watch.id)
         .join(User, User.id == Watch.user_id)
         .where(Watch.enabled.is_(True), Watch.next_poll_at <= now)
+        .where(Watch.source != "google_drive")  # polled per connection (sources/google_drive/poller.py)
         .where(sa.or_(Watch.lease_expires_at.is_(None), Watch.lease_expires_at < now))
         .where(User.processing_paused.is_(False), User.disabled.is_(False))
         .order_by(Watch.next_poll_at, Watch.id)

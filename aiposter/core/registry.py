@@ -66,7 +66,8 @@ class CaptionerEntry:
 
 SOURCES: dict[str, SourceEntry] = {e.name: e for e in (
     SourceEntry("local", "aiposter.sources.local", None, 1, validate_folder="validate_folder"),
-    SourceEntry("google_drive", "aiposter.sources.google_drive", "google_drive", 30),
+    SourceEntry("google_drive", "aiposter.sources.google_drive", "google_drive", 30,
+                validate_folder="validate_folder"),
 )}
 
 DESTINATIONS: dict[str, DestinationEntry] = {e.name: e for e in (

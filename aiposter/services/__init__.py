@@ -26,6 +26,12 @@ class Invalid(ServiceError):
     code = "invalid"
 
 
+class Unavailable(ServiceError):
+    """An external service could not be reached or asked us to wait: nothing was changed; try again."""
+
+    code = "unavailable"
+
+
 def get_owned(s, model, row_id: int, user, what: str):
     """The row, or NotFound if it does not exist or (with ``user``) belongs to someone else: another user's
     resource is indistinguishable from a missing one. ``user=None`` is the admin/CLI view."""

@@ -122,8 +122,10 @@ def take_state(s: Session, keyring: Keyring, provider: str, state: str, user: Us
     row = s.exec(select(OAuthState).where(OAuthState.state_hash == hash_token(state))).first()
     if row is None or row.provider != provider or (user is not None and row.user_id != user.id):
         raise OAuthFailed("unknown or already used authorization state; start the connection again")
-    if user is None and (row.browser_hash is None or not browser_nonce
-                         or not secrets.compare_digest(row.browser_hash, hash_token(browser_nonce))):
+    # A state without a browser binding was started from the server's terminal (``aiposter connect``): the
+    # link was printed only to the operator, so its callback may finish it in whatever browser they use.
+    if user is None and row.browser_hash is not None and (
+            not browser_nonce or not secrets.compare_digest(row.browser_hash, hash_token(browser_nonce))):
         raise OAuthFailed(OTHER_BROWSER.format(provider=provider))
     if row.expires_at <= utcnow():
         raise OAuthFailed("the authorization took too long and expired; start the connection again")

@@ -43,6 +43,7 @@ class WatchSpec:
     schedule_windows: str | None = None  # "" clears
     daily_cap: int | None = None  # 0: no cap
     enabled: bool | None = None
+    include_subfolders: bool | None = None  # Drive watches: also files in subfolders
 
 
 def parse_target(s: Session, user: User, text: str) -> tuple[str, int | None]:
@@ -85,8 +86,12 @@ def _validate(s: Session, cfg: Config, user: User, spec: WatchSpec, watch: Watch
         raise Invalid(str(exc), field="source") from None
     interval = spec.interval_seconds if spec.interval_seconds is not None else (
         watch.interval_seconds if watch else cfg.watch_defaults.interval_seconds)
-    if interval < entry.min_interval_seconds:
-        raise Invalid(f"interval_seconds must be at least {entry.min_interval_seconds} for a {source} watch",
+    minimum = entry.min_interval_seconds
+    if source == "google_drive":
+        from aiposter.sources.google_drive.source import min_interval
+        minimum = min_interval(cfg)  # lower when push notifications are on (polling is the safety net)
+    if interval < minimum:
+        raise Invalid(f"interval_seconds must be at least {minimum} for a {source} watch",
                       field="interval_seconds")
     if spec.maximum_age_hours is not None and spec.maximum_age_hours < 0:
         raise Invalid("maximum_age_hours must be 0 (no limit) or more", field="maximum_age_hours")
@@ -106,15 +111,6 @@ def _validate(s: Session, cfg: Config, user: User, spec: WatchSpec, watch: Watch
         err = check_template(spec.prompt_template)
         if err:
             raise Invalid(f"prompt_template {err}", field="prompt_template")
-    if spec.folder is not None:
-        if not spec.folder.strip():
-            raise Invalid("folder must not be empty", field="folder")
-        try:
-            spec.folder = registry.validate_folder(source, cfg, user, spec.folder, allow_any_folder)
-        except ValueError as exc:
-            raise Invalid(str(exc), field="folder") from None
-        except registry.AdapterUnavailable as exc:
-            raise Invalid(str(exc), field="source") from None
     if entry.provider is None and spec.source_connection_id is not None:
         raise Invalid(f"a {source} watch has no source connection", field="source_connection_id")
     if entry.provider is not None:
@@ -124,6 +120,15 @@ def _validate(s: Session, cfg: Config, user: User, spec: WatchSpec, watch: Watch
         if c is None or c.user_id != user.id or c.provider != entry.provider:
             raise Invalid(f"a {source} watch needs one of your {entry.provider} connections",
                           field="source_connection_id")
+    if spec.folder is not None:
+        if not spec.folder.strip():
+            raise Invalid("folder must not be empty", field="folder")
+        try:
+            spec.folder = registry.validate_folder(source, cfg, user, spec.folder, allow_any_folder)
+        except ValueError as exc:
+            raise Invalid(str(exc), field="folder") from None
+        except registry.AdapterUnavailable as exc:
+            raise Invalid(str(exc), field="source") from None
 
 
 def _validate_editorial(spec: WatchSpec) -> None:
@@ -153,7 +158,9 @@ def _apply(s: Session, user: User, watch: Watch, spec: WatchSpec, allow_any_fold
         value = getattr(spec, f.name)
         if value is None or f.name == "targets":
             continue
-        if f.name == "folder" and registry.source(spec.source or watch.source).validate_folder:
+        if f.name == "folder" and (spec.source or watch.source) == "google_drive":
+            watch.folder_name = ""  # named by the folder check (services/drive.py)
+        elif f.name == "folder" and registry.source(spec.source or watch.source).validate_folder:
             # A folder its source checked is a path (already normalised by the check): name it now; the
             # first listing refines the name.
             watch.folder_name = Path(value).name
@@ -173,7 +180,8 @@ def _apply(s: Session, user: User, watch: Watch, spec: WatchSpec, allow_any_fold
     watch.updated_at = utcnow()
 
 
-def create_watch(s: Session, cfg: Config, user: User, spec: WatchSpec, allow_any_folder: bool = False) -> Watch:
+def create_watch(s: Session, cfg: Config, user: User, spec: WatchSpec, allow_any_folder: bool = False,
+                 keyring=None) -> Watch:
     if not spec.folder:
         raise Invalid("folder is required", field="folder")
     _validate(s, cfg, user, spec, None, allow_any_folder)
@@ -187,6 +195,9 @@ def create_watch(s: Session, cfg: Config, user: User, spec: WatchSpec, allow_any
         spec.targets = ["outbox"]
     _apply(s, user, watch, spec, allow_any_folder)
     watch.baseline_at = watch.created_at
+    if watch.source == "google_drive":
+        from aiposter.services import drive
+        drive.prepare_watch(s, cfg, keyring, watch)  # folder check, name, page token, baseline
     if not watch.name:
         watch.name = watch.folder_name or f"watch {watch.id}"
     s.flush()
@@ -194,7 +205,7 @@ def create_watch(s: Session, cfg: Config, user: User, spec: WatchSpec, allow_any
 
 
 def update_watch(s: Session, cfg: Config, user: User, watch: Watch, spec: WatchSpec,
-                 allow_any_folder: bool = False) -> Watch:
+                 allow_any_folder: bool = False, keyring=None) -> Watch:
     _validate(s, cfg, user, spec, watch, allow_any_folder)
     folder_changed = spec.folder is not None and spec.folder != watch.folder
     _apply(s, user, watch, spec, allow_any_folder)
@@ -203,8 +214,17 @@ def update_watch(s: Session, cfg: Config, user: User, watch: Watch, spec: WatchS
         watch.baseline_done = False
         watch.baseline_at = utcnow()
         watch.cursor = None
+        watch.last_poll_error = None
+    if watch.source == "google_drive" and (folder_changed or spec.source_connection_id is not None
+                                           or spec.include_subfolders is not None):
+        from aiposter.services import drive
+        watch.baseline_done, watch.baseline_at = False, utcnow()
+        drive.prepare_watch(s, cfg, keyring, watch)
     if spec.interval_seconds is not None or spec.enabled:
         watch.next_poll_at = utcnow()
+        if watch.source == "google_drive" and watch.source_connection_id:
+            from aiposter.core.drive_feeds import ensure_feed
+            ensure_feed(s, watch.source_connection_id, due=utcnow())
     return watch
 
 
@@ -239,6 +259,9 @@ def delete_watch(s: Session, watch: Watch, media: MediaStore) -> None:
 
 def poll_now(s: Session, watch: Watch) -> Watch:
     watch.next_poll_at = utcnow()
+    if watch.source == "google_drive" and watch.source_connection_id:
+        from aiposter.core.drive_feeds import ensure_feed
+        ensure_feed(s, watch.source_connection_id, due=utcnow())  # Drive is polled per connection
     return watch
 
 
@@ -256,8 +279,8 @@ def _plain(col):
 # for the one-watch view (watch_dict) and the list endpoint's Core query (list_dicts), so they cannot drift.
 _OUT = ("id", "name", "source", "source_connection_id", "folder", "folder_name", "interval_seconds",
         "prompt_template", "captioner", "backfill", "maximum_age_hours", "min_spacing_seconds", "approval",
-        "review_ttl_hours", "schedule_tz", "schedule_windows", "daily_cap", "enabled", "baseline_done",
-        "last_poll_error")
+        "review_ttl_hours", "schedule_tz", "schedule_windows", "daily_cap", "include_subfolders", "enabled",
+        "baseline_done", "last_poll_error")
 _TIMES = ("last_poll_at", "next_poll_at", "created_at")
 
 
@@ -310,6 +333,8 @@ def watch_dict(s: Session, w: Watch, targets: list[str] | None = None) -> dict:
 
 def watch_status(w: Watch) -> str:
     """``error`` while the last poll failed (its reason is ``last_poll_error``), else active or paused."""
+    if w.last_poll_error and w.last_poll_error.startswith("waiting: "):
+        return "waiting"  # its account needs reconnecting, or Drive asked us to back off
     if w.last_poll_error:
         return "error"
     return "active" if w.enabled else "paused"

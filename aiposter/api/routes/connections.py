@@ -9,9 +9,18 @@ from fastapi import APIRouter, Query, Request, Response
 
 from aiposter.api.deps import DB, Application, CurrentActor, CurrentUser, client_address, public_url
 from aiposter.api.errors import responses
-from aiposter.api.schemas import ConnectionOut, Done, OAuthFinish, OAuthStart, PathId, Provider, Text
+from aiposter.api.schemas import (
+    ConnectionOut,
+    Done,
+    DriveFolderPage,
+    OAuthFinish,
+    OAuthStart,
+    PathId,
+    Provider,
+    Text,
+)
 from aiposter.app import App
-from aiposter.services import connections
+from aiposter.services import connections, drive
 from aiposter.services.oauth import OAuthFailed
 
 router = APIRouter(prefix="/api/v1/connections", tags=["connections"])
@@ -36,10 +45,23 @@ def get_connection(connection_id: PathId, user: CurrentUser, s: DB) -> Connectio
 
 
 @router.delete("/{connection_id}", response_model=Done, responses=responses(401, 404, 422))
-def disconnect(connection_id: PathId, user: CurrentUser, actor: CurrentActor, s: DB) -> Done:
-    """Disconnect: the stored tokens are deleted now. Watch targets that posted with it are removed."""
-    connections.delete_connection(s, connections.get_connection(s, connection_id, user), actor)
-    return Done(detail=f"connection {connection_id} deleted")
+def disconnect(connection_id: PathId, user: CurrentUser, actor: CurrentActor, s: DB, app: Application) -> Done:
+    """Disconnect: the stored tokens are deleted now (a Google token is revoked at Google first, best
+    effort). Watch targets that posted with it are removed."""
+    c = connections.get_connection(s, connection_id, user)
+    note = drive.disconnect(s, app.cfg, app.keyring, c)
+    connections.delete_connection(s, c, actor)
+    return Done(detail=f"connection {connection_id} deleted" + (f"; {note}" if note else ""))
+
+
+@router.get("/{connection_id}/folders", response_model=DriveFolderPage, responses=responses(401, 404, 422, 503))
+def drive_folders(connection_id: PathId, user: CurrentUser, s: DB, app: Application,
+                  parent: Annotated[Text(200) | None, Query()] = None,
+                  q: Annotated[Text(200) | None, Query()] = None,
+                  page_token: Annotated[Text(2000) | None, Query()] = None) -> dict:
+    """Folders of a Google Drive connection, for a folder picker: without `parent`, the shared drives and
+    My Drive's top-level folders; with `parent`, its subfolders; `q` searches folder names."""
+    return drive.folders(s, app.cfg, app.keyring, user, connection_id, parent, q, page_token)
 
 
 def _cookie(provider: str) -> str:

@@ -34,8 +34,10 @@ async def list_watches(reader: Reader, request: Request) -> Response:
 
 @router.post("", response_model=WatchOut, status_code=status.HTTP_201_CREATED, responses=responses(422))
 def create_watch(body: WatchCreate, user: CurrentUser, s: DB, app: Application) -> WatchOut:
-    """Local folders must lie under the server's `sources.local_roots`."""
-    return _out(s, watches.create_watch(s, app.cfg, user, _spec(body)))
+    """Local folders must lie under the server's `sources.local_roots`. A Drive watch (`source`
+    google_drive, `source_connection_id`) takes a folder id or a pasted folder link; the folder is checked
+    (exists, is a folder, readable by that account) and its current files become the baseline."""
+    return _out(s, watches.create_watch(s, app.cfg, user, _spec(body), keyring=app.keyring))
 
 
 @router.get("/{watch_id}", response_model=WatchOut, responses=ONE)
@@ -47,7 +49,7 @@ def get_watch(watch_id: PathId, user: CurrentUser, s: DB) -> WatchOut:
 def update_watch(watch_id: PathId, body: WatchUpdate, user: CurrentUser, s: DB, app: Application) -> WatchOut:
     """Change some fields; the ones left out keep their value."""
     w = watches.get_watch(s, watch_id, user)
-    return _out(s, watches.update_watch(s, app.cfg, user, w, _spec(body)))
+    return _out(s, watches.update_watch(s, app.cfg, user, w, _spec(body), keyring=app.keyring))
 
 
 @router.delete("/{watch_id}", response_model=Done, responses=ONE)

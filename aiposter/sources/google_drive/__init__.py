@@ -58,12 +58,13 @@ from aiposter.sources.google_drive.push import (
     unsubscribe,
     verify_notification,
 )
+from aiposter.sources.google_drive.source import DriveSource, build, validate_folder
 
 __all__ = [
     "CONTENT_CHANGED", "DEFAULT_IMAGE_TYPES", "DUPLICATE", "NEW", "UNCHANGED", "AncestryCache", "Change",
-    "ChangeBatch", "Downloaded", "DriveClient", "DriveFile", "DriveSettings", "FeedPoll", "FolderEvent",
+    "ChangeBatch", "Downloaded", "DriveClient", "DriveSource", "DriveFile", "DriveSettings", "FeedPoll", "FolderEvent",
     "FolderInfo", "FolderLinkError", "FolderListing", "FolderPage", "Notification", "PushChannel", "PushRejected",
     "Resync", "ResyncNeeded", "RevokeResult", "WatchProblem", "WatchSpec", "channel_id_of", "check_folder",
-    "classify", "list_folders", "list_watch", "parse_folder_id", "poll_changes", "renew", "renew_due",
-    "resync", "revoke_token", "subscribe", "unsubscribe", "verify_notification",
+    "build", "classify", "list_folders", "list_watch", "parse_folder_id", "poll_changes", "renew", "renew_due",
+    "resync", "revoke_token", "subscribe", "unsubscribe", "validate_folder", "verify_notification",
 ]
