@@ -328,3 +328,37 @@ def test_instagram_rejects_a_non_jpeg_served_as_jpeg_and_nothing_else_is_blocked
     ig = install.targets()["instagram"]
     assert ig.status == states.T_PENDING and "does not serve JPEG bytes" in ig.last_error
     assert not install.g.containers
+
+
+def test_end_to_end_new_image_captioned_by_an_llm_posted_on_all_three(tmp_path, db_url, fakes):
+    """A new image in a watched folder → captioned by the (fake) OpenAI API → a post on the Facebook Page,
+    the Instagram account and Threads, each with its own caption and the alt text; the bytes are gone."""
+    from captioners.fakes import API_KEY, FakeOpenAI, openai_completion
+
+    answer = {"captions": {"facebook": "Sourdough day at the bakery.", "instagram": "Fresh from the oven.",
+                           "threads": "Bread o'clock."},
+              "hashtags": ["#bakery"], "alt_text": "A round loaf on a wooden board."}
+    with FakeOpenAI() as llm:
+        llm.reply(openai_completion(json.dumps(answer)))
+        inst = Install(tmp_path, db_url, *fakes, captioner={"default": "openai", "openai": {
+            "model": "m-test", "api_key": API_KEY, "base_url": llm.base_url, "timeout": 5.0, "max_retries": 0}})
+        try:
+            g, t = fakes
+            g.container_steps = t.container_steps = 1
+            wid = inst.watch(tmp_path / "inbox")
+            write_image(tmp_path / "inbox", "loaf.jpg", _photo())
+            inst.due(wid)
+            inst.run()
+            [post] = inst.posts()
+            assert post.status == states.PUBLISHED, post.last_error
+            assert len(llm.requests) == 1
+            [fb] = g.page_posts(PAGE)
+            [ig] = g.media_of(IG)
+            [th] = t.media_of(TH)
+            assert fb["message"].startswith("Sourdough day at the bakery.")
+            assert ig["caption"].startswith("Fresh from the oven.") and th["caption"].startswith("Bread o'clock.")
+            assert fb["alt_text"] == ig["alt_text"] == th["alt_text"] == "A round loaf on a wooden board."
+            assert not inst.ctx.media.exists(f"{post.id}.jpg")
+            assert not list(inst.ctx.media.directory.iterdir())  # no image bytes left anywhere
+        finally:
+            inst.close()
