@@ -51,6 +51,8 @@ app.add_typer(pauses_app, name="pauses")
 audit_app = typer.Typer(help="The audit log: logins, user administration, connections, exports, deletions.",
                         no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
+connect_app = typer.Typer(help="Connections to social accounts (tokens stored encrypted).", no_args_is_help=True)
+app.add_typer(connect_app, name="connect")
 
 log = logging.getLogger("aiposter")
 
@@ -611,6 +613,44 @@ def config_check(as_json: JsonOpt = False) -> None:
         typer.echo(f"# effective configuration; secrets masked\n# config file: {cfg.source}\n"
                    f"# database: {describe_db(cfg.db_url)}\n# after each key: where its value comes from\n")
         typer.echo(config_mod.to_toml(data, origins=cfg))
+
+
+@connect_app.command("import")
+def connect_import(
+        platform: Annotated[str, typer.Option("--platform", help="threads, facebook (a Page token) or instagram "
+                                              "(the Page token of the Page it is linked to)")],
+        token_file: Annotated[Path, typer.Option("--token-file", help="A file holding the access token")],
+        user: Annotated[str, typer.Option("--user", help="Email of the user the connection belongs to")]) -> None:
+    """Store an access token an operator already has, after checking it against the platform's API."""
+    from aiposter.core.errors import StepError
+    from aiposter.publishers.meta import wiring
+    from aiposter.services import connections, oauth, users
+
+    if platform not in ("threads", "facebook", "instagram"):
+        raise fail("--platform must be threads, facebook or instagram", 2)
+    try:
+        token = token_file.read_text().strip()
+    except OSError as exc:
+        raise fail(f"cannot read {token_file}: {exc.strerror}", 2) from None
+    if not token or len(token) > 4096 or any(c.isspace() for c in token):
+        raise fail(f"{token_file} does not hold one access token", 2)
+    cfg = load_config()
+    try:
+        imported = wiring.import_token(cfg, platform, token)
+    except StepError as exc:
+        raise fail(f"the token was refused: {exc}", 1) from None
+    application = open_db(cfg, create=False)
+    try:
+        with session_scope(application.engine) as s:
+            owner = service_call(lambda: users.get_user_by_email(s, user))
+            [c] = connections.store(s, application.keyring, owner.id, platform, [oauth.Account(
+                imported.account_id, imported.account_name, imported.secrets, oauth.SCOPES[platform],
+                expires_at=imported.expires_at)], client="cli")
+            cid, name = c.id, c.account_name
+    finally:
+        application.close()
+    typer.echo(f"connection {cid}: {platform} account {name or imported.account_id} for {user}; use it as the "
+               f"watch target {platform}:{cid}")
 
 
 @app.command()

@@ -362,3 +362,80 @@ def test_end_to_end_new_image_captioned_by_an_llm_posted_on_all_three(tmp_path, 
             assert not list(inst.ctx.media.directory.iterdir())  # no image bytes left anywhere
         finally:
             inst.close()
+
+
+def test_connect_import_checks_the_token_then_stores_it(tmp_path, db_url, fakes):
+    """``aiposter connect import``: a Threads token is checked against the API (refused: nothing stored,
+    the reason shown) and stored encrypted for the user; the printed target works in a watch."""
+    import logging
+    import os
+
+    from typer.testing import CliRunner
+
+    from aiposter import cli
+
+    g, t = fakes
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    inst = Install(tmp_path, db_url, g, t)
+    cfg_file = tmp_path / "cli.toml"
+    cfg_file.write_text("\n".join([
+        "[db]", f"url = {json.dumps(db_url)}", "[daemon]", f"data_dir = {json.dumps(str(tmp_path / 'data'))}",
+        "[quickstart]", "enabled = false",
+        "[oauth.threads]", f"app_id = '{THREADS_APP_ID}'", f"app_secret = '{THREADS_APP_SECRET}'",
+        "[publishers.meta]", f"threads_url = '{t.url}'"]) + "\n")
+    env = {k: None for k in os.environ if k.startswith("AIPOSTER_")}
+    try:
+        token = t.add_user("3030", "second.threads", age=2 * 86400)
+        bad = t.add_user("4040", "revoked.threads")
+        t.revoke(bad, 460)
+        (tmp_path / "bad.txt").write_text(bad + "\n")
+        (tmp_path / "good.txt").write_text(token + "\n")
+        res = CliRunner().invoke(cli.app, ["--config", str(cfg_file), "connect", "import", "--platform", "threads",
+                                           "--token-file", str(tmp_path / "bad.txt"), "--user", "ann@example.com"],
+                                 env=env)
+        assert res.exit_code == 1 and "refused" in res.output and "password" in res.output, res.output
+        res = CliRunner().invoke(cli.app, ["--config", str(cfg_file), "connect", "import", "--platform", "threads",
+                                           "--token-file", str(tmp_path / "good.txt"), "--user", "ann@example.com"],
+                                 env=env)
+        assert res.exit_code == 0, res.output
+        assert "threads account second.threads" in res.output
+        with session_scope(inst.app.engine) as s:
+            c = s.exec(select(Connection).where(Connection.account_id == "3030")).one()
+            assert c.provider == "threads" and c.status == "active" and token not in str(c.credentials)
+        creds = credentials.CredentialStore(inst.app.engine, inst.app.keyring, inst.cfg).load(c.id)
+        assert creds.secrets == {"access_token": token, "user_id": "3030"}
+        with session_scope(inst.app.engine) as s:
+            assert s.exec(select(sa.func.count()).select_from(Connection).where(
+                Connection.account_id == "4040")).one() == 0
+    finally:
+        inst.close()
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
+def test_housekeeping_refreshes_threads_and_checks_page_tokens(install):
+    """Threads: a token a day old is refreshed (new token stored, new reconnect-by date); a younger one is
+    left alone. Facebook/Instagram: debug_token finds a revoked Page token → needs_reauth, reason shown."""
+    from datetime import timedelta
+
+    from aiposter.core.models import utcnow as now_
+
+    store = credentials.CredentialStore(install.app.engine, install.app.keyring, install.cfg)
+    with session_scope(install.app.engine) as s:
+        c = s.get(Connection, install.conn["threads"])
+        c.token_expires_at = now_() + timedelta(days=58)  # issued two days ago
+    before = store.load(install.conn["threads"]).secrets["access_token"]
+    install.g.revoke(install.page_token, 460)  # and the Page token was revoked
+    counts = credentials.refresh_due(store)
+    assert counts["needs_reauth"] == 2
+    after = store.load(install.conn["threads"])
+    assert after.secrets["access_token"] != before and counts["refreshed"] >= 1
+    assert after.token_expires_at > now_() + timedelta(days=59)
+    assert install.t.calls("refresh_access_token")
+    # the daily debug_token check marked both Page connections
+    with session_scope(install.app.engine) as s:
+        for p in ("facebook", "instagram"):
+            c = s.get(Connection, install.conn[p])
+            assert c.status == credentials.NEEDS_REAUTH and "no longer valid" in c.last_error
+        assert s.get(Connection, install.conn["threads"]).status == "active"
