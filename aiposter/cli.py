@@ -595,6 +595,28 @@ def audit_list(limit: Annotated[int, typer.Option("--limit", min=1, max=10_000)]
                                                         "detail"])
 
 
+def public_media_warnings(cfg: config_mod.Config) -> list[str]:
+    """Instagram and Threads fetch each image from ``api.public_url``: say so when it cannot work."""
+    import ipaddress
+    from urllib.parse import urlparse
+
+    if not (cfg.oauth.meta.app_id or cfg.oauth.threads.app_id):
+        return []
+    url = cfg.api.public_url
+    if not url:
+        return ["[api] public_url is empty: Instagram and Threads fetch images from this server, so set it to "
+                "an https address reachable from the internet (their targets wait until then)"]
+    host = urlparse(url).hostname or ""
+    try:
+        private = ipaddress.ip_address(host).is_private or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        private = host == "localhost" or host.endswith((".local", ".internal", ".lan"))
+    if private:
+        return [f"[api] public_url {url} is a private address: Meta's servers cannot fetch images from it, so "
+                "Instagram and Threads targets will wait"]
+    return []
+
+
 @config_app.command("check")
 def config_check(as_json: JsonOpt = False) -> None:
     """Validate the config and print the effective values (secrets masked)."""
@@ -606,6 +628,8 @@ def config_check(as_json: JsonOpt = False) -> None:
     except ConfigError as exc:
         raise fail(f"config error: {exc}", 2) from None
     check_captioner(cfg)
+    for warning in public_media_warnings(cfg):
+        typer.echo(f"warning: {warning}", err=True)
     data = config_mod.masked(cfg)
     if as_json:
         print_json(data)

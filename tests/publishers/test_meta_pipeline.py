@@ -439,3 +439,17 @@ def test_housekeeping_refreshes_threads_and_checks_page_tokens(install):
             c = s.get(Connection, install.conn[p])
             assert c.status == credentials.NEEDS_REAUTH and "no longer valid" in c.last_error
         assert s.get(Connection, install.conn["threads"]).status == "active"
+
+
+def test_config_check_warns_about_a_public_url_meta_cannot_reach(tmp_path):
+    from aiposter.cli import public_media_warnings
+    from aiposter.config import Config
+
+    def cfg(url):
+        return Config.model_validate({"oauth": {"meta": {"app_id": "a"}}, "api": {"public_url": url}})
+
+    assert "public_url is empty" in public_media_warnings(cfg(""))[0]
+    assert "private address" in public_media_warnings(cfg("http://192.168.1.5:8080"))[0]
+    assert "private address" in public_media_warnings(cfg("http://localhost:8080"))[0]
+    assert public_media_warnings(cfg("https://poster.example.com")) == []
+    assert public_media_warnings(Config()) == []  # no Meta app configured: nothing to say
