@@ -56,6 +56,8 @@ app.add_typer(pauses_app, name="pauses")
 audit_app = typer.Typer(help="The audit log: logins, user administration, connections, exports, deletions.",
                         no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
+connect_app = typer.Typer(help="Connections to social accounts (tokens stored encrypted).", no_args_is_help=True)
+app.add_typer(connect_app, name="connect")
 
 log = logging.getLogger("aiposter")
 
@@ -773,6 +775,28 @@ def audit_list(limit: Annotated[int, typer.Option("--limit", min=1, max=10_000)]
                                                         "detail"])
 
 
+def public_media_warnings(cfg: config_mod.Config) -> list[str]:
+    """Instagram and Threads fetch each image from ``api.public_url``: say so when it cannot work."""
+    import ipaddress
+    from urllib.parse import urlparse
+
+    if not (cfg.oauth.meta.app_id or cfg.oauth.threads.app_id):
+        return []
+    url = cfg.api.public_url
+    if not url:
+        return ["[api] public_url is empty: Instagram and Threads fetch images from this server, so set it to "
+                "an https address reachable from the internet (their targets wait until then)"]
+    host = urlparse(url).hostname or ""
+    try:
+        private = ipaddress.ip_address(host).is_private or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        private = host == "localhost" or host.endswith((".local", ".internal", ".lan"))
+    if private:
+        return [f"[api] public_url {url} is a private address: Meta's servers cannot fetch images from it, so "
+                "Instagram and Threads targets will wait"]
+    return []
+
+
 @config_app.command("check")
 def config_check(as_json: JsonOpt = False) -> None:
     """Validate the config and print the effective values (secrets masked)."""
@@ -784,6 +808,8 @@ def config_check(as_json: JsonOpt = False) -> None:
     except ConfigError as exc:
         raise fail(f"config error: {exc}", 2) from None
     check_captioner(cfg)
+    for warning in public_media_warnings(cfg):
+        typer.echo(f"warning: {warning}", err=True)
     data = config_mod.masked(cfg)
     if as_json:
         print_json(data)
@@ -791,6 +817,44 @@ def config_check(as_json: JsonOpt = False) -> None:
         typer.echo(f"# effective configuration; secrets masked\n# config file: {cfg.source}\n"
                    f"# database: {describe_db(cfg.db_url)}\n# after each key: where its value comes from\n")
         typer.echo(config_mod.to_toml(data, origins=cfg))
+
+
+@connect_app.command("import")
+def connect_import(
+        platform: Annotated[str, typer.Option("--platform", help="threads, facebook (a Page token) or instagram "
+                                              "(the Page token of the Page it is linked to)")],
+        token_file: Annotated[Path, typer.Option("--token-file", help="A file holding the access token")],
+        user: Annotated[str, typer.Option("--user", help="Email of the user the connection belongs to")]) -> None:
+    """Store an access token an operator already has, after checking it against the platform's API."""
+    from aiposter.core.errors import StepError
+    from aiposter.publishers.meta import wiring
+    from aiposter.services import connections, oauth, users
+
+    if platform not in ("threads", "facebook", "instagram"):
+        raise fail("--platform must be threads, facebook or instagram", 2)
+    try:
+        token = token_file.read_text().strip()
+    except OSError as exc:
+        raise fail(f"cannot read {token_file}: {exc.strerror}", 2) from None
+    if not token or len(token) > 4096 or any(c.isspace() for c in token):
+        raise fail(f"{token_file} does not hold one access token", 2)
+    cfg = load_config()
+    try:
+        imported = wiring.import_token(cfg, platform, token)
+    except StepError as exc:
+        raise fail(f"the token was refused: {exc}", 1) from None
+    application = open_db(cfg, create=False)
+    try:
+        with session_scope(application.engine) as s:
+            owner = service_call(lambda: users.get_user_by_email(s, user))
+            [c] = connections.store(s, application.keyring, owner.id, platform, [oauth.Account(
+                imported.account_id, imported.account_name, imported.secrets, oauth.SCOPES[platform],
+                expires_at=imported.expires_at)], client="cli")
+            cid, name = c.id, c.account_name
+    finally:
+        application.close()
+    typer.echo(f"connection {cid}: {platform} account {name or imported.account_id} for {user}; use it as the "
+               f"watch target {platform}:{cid}")
 
 
 @app.command()

@@ -169,8 +169,38 @@ class OutboxConfig(Section):
     directory: str = "./data/outbox"
 
 
+class MetaPublishingConfig(Section):
+    """Facebook Pages, Instagram and Threads (docs/publishing.md). Base URLs and versions come from here so
+    that a loopback fake can stand in; the app secrets stay in [oauth.meta] and [oauth.threads]."""
+
+    # Graph host and version. Empty: taken from [oauth.meta] graph_base_url (".../v21.0" is split).
+    graph_url: str = ""
+    graph_version: str = ""
+    # Threads host and version.
+    threads_url: str = ""          # empty: [oauth.threads] graph_base_url
+    threads_version: str = "v1.0"
+    connect_timeout_seconds: float = Field(10.0, gt=0)
+    # An upload or a container creation (Meta fetches the image first) can be slow.
+    read_timeout_seconds: float = Field(60.0, gt=0)
+    # Container polling: first look after poll_seconds, doubling up to max_poll_seconds; a container not
+    # FINISHED within max_wait_seconds of its creation fails the target.
+    instagram_poll_seconds: float = Field(5.0, ge=0)
+    instagram_max_wait_seconds: float = Field(900.0, gt=0)
+    threads_poll_seconds: float = Field(10.0, ge=0)
+    threads_max_wait_seconds: float = Field(600.0, gt=0)
+    max_poll_seconds: float = Field(60.0, gt=0)
+    # Facebook may list a new photo post a little late: recovery waits this long before re-sending.
+    facebook_settle_seconds: float = Field(120.0, ge=0)
+    # Percent of an app or business usage budget (X-App-Usage, X-Business-Use-Case-Usage) at which the
+    # destination stops calling until the window frees.
+    usage_threshold_percent: float = Field(95.0, gt=0, le=100)
+    # The probe of the public media URL (as Meta's crawler) before every container.
+    probe_timeout_seconds: float = Field(10.0, gt=0)
+
+
 class PublishersConfig(Section):
     outbox: OutboxConfig = OutboxConfig()
+    meta: MetaPublishingConfig = MetaPublishingConfig()
 
 
 class SourcesConfig(Section):

@@ -54,15 +54,21 @@ def _connection(ctx, email: str, provider: str, secrets: dict, **fields) -> int:
 
 
 def test_a_target_whose_account_needs_reauth_waits_and_goes_once_reconnected(ctx, tmp_path):
-    cid = _connection(ctx, "ann@example.com", "facebook", {"access_token": "old"}, status="needs_reauth",
-                      last_error="Meta says the token was invalidated (code 190)")
+    cid = _connection(ctx, "ann@example.com", "facebook", {"access_token": "old"})
+    # The watch is made while the account works (a target of an unusable account is refused, issue 10),
+    # then the token is invalidated.
+    def invalidate():
+        with session_scope(ctx.engine) as s:
+            c = s.get(Connection, cid)
+            c.status, c.last_error = "needs_reauth", "Meta says the token was invalidated (code 190)"
     page = Page(ctx.cfg)
     with registry.override(registry.DESTINATION, "facebook", lambda deps: page):
-        _test_reauth_waits(ctx, tmp_path, cid, page)
+        _test_reauth_waits(ctx, tmp_path, cid, page, invalidate)
 
 
-def _test_reauth_waits(ctx, tmp_path, cid, page):
+def _test_reauth_waits(ctx, tmp_path, cid, page, invalidate):
     wid = add_watch(ctx, tmp_path / "in", targets=[f"facebook:{cid}"])
+    invalidate()
     drain(ctx)
     write_image(tmp_path / "in", "p.jpg")
     make_due(ctx, wid)
@@ -88,7 +94,6 @@ def _test_reauth_waits(ctx, tmp_path, cid, page):
 def test_marking_a_connection_holds_and_releases_its_targets(ctx, tmp_path):
     cid = _connection(ctx, "ann@example.com", "facebook", {"access_token": "t"})
     store = credentials.CredentialStore(ctx.engine, ctx.keyring, ctx.cfg)
-    store.mark(cid, "error", "the Page was unpublished")
     page = Page(ctx.cfg)
     with registry.override(registry.DESTINATION, "facebook", lambda deps: page):
         _test_marking(ctx, tmp_path, cid, page, store)
@@ -96,6 +101,7 @@ def test_marking_a_connection_holds_and_releases_its_targets(ctx, tmp_path):
 
 def _test_marking(ctx, tmp_path, cid, page, store):
     wid = add_watch(ctx, tmp_path / "in", targets=[f"facebook:{cid}", "outbox"])
+    store.mark(cid, "error", "the Page was unpublished")  # after the watch: its target was usable then
     drain(ctx)
     write_image(tmp_path / "in", "p.jpg")
     make_due(ctx, wid)

@@ -169,7 +169,9 @@ def test_a_container_error_fails_the_target_and_a_transient_create_error_retries
     assert [c["file_name"] for c in platform.containers()].count("flaky.jpg") == 1
 
 
-def test_a_destination_without_its_module_fails_clearly(ctx, tmp_path):
+def test_a_destination_without_its_module_fails_clearly(ctx, tmp_path, monkeypatch):
+    monkeypatch.setitem(registry.DESTINATIONS, "instagram", registry.DestinationEntry(
+        "instagram", "aiposter.publishers.not_shipped", "instagram"))
     with registry.override(registry.DESTINATION, "outbox", lambda deps: registry.build(
             registry.DESTINATION, "instagram", deps)):
         _new_photos(ctx, tmp_path / "in", "p.jpg", targets=["outbox"])

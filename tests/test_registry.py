@@ -28,7 +28,9 @@ def test_every_integration_has_one_entry():
 
 @pytest.mark.parametrize("kind,name", [(registry.DESTINATION, "facebook"), (registry.DESTINATION, "instagram"),
                                        (registry.DESTINATION, "threads")])
-def test_a_registered_integration_without_its_module_is_a_clear_error(kind, name):
+def test_a_registered_integration_without_its_module_is_a_clear_error(kind, name, monkeypatch):
+    monkeypatch.setitem(registry.DESTINATIONS, name, registry.DestinationEntry(
+        name, f"aiposter.publishers.not_shipped_{name}", name))
     with pytest.raises(AdapterUnavailable, match=f"the {name} .* is not available in this version"):
         registry.build(kind, name, AdapterDeps(Config()))
 
@@ -100,3 +102,16 @@ def test_watch_rules_come_from_the_registry(ctx, tmp_path):
                                      allow_any_folder=True)
             assert watches.watch_dict(s, w)["targets"] == ["scripted"]
             assert w.folder == str(tmp_path.resolve()) and w.folder_name == tmp_path.name
+
+
+@pytest.mark.parametrize("name", ["facebook", "instagram", "threads"])
+def test_the_meta_destinations_are_built_from_the_registry(name):
+    """Shipped now (issue 10): each builds a MetaDestination; without a credential store it says why."""
+    from aiposter.core.errors import StepError
+    from aiposter.publishers.meta.wiring import MetaDestination
+
+    cfg = Config.model_validate({"oauth": {"meta": {"app_secret": "s"}}})
+    assert isinstance(registry.build(registry.DESTINATION, name, AdapterDeps(cfg, credentials=object())),
+                      MetaDestination)
+    with pytest.raises(StepError, match="no credential store"):
+        registry.build(registry.DESTINATION, name, AdapterDeps(cfg))

@@ -251,9 +251,22 @@ def _google_due(secrets: dict, now: datetime) -> bool:
     return expiry - now <= REFRESH_AHEAD
 
 
-# provider -> (is a refresh due for these secrets?, refresher). Meta and Threads add theirs.
+def _meta(name: str):
+    """A refresher or check of aiposter.publishers.meta.wiring, imported when first used."""
+    def call(*args):
+        from aiposter.publishers.meta import wiring
+        return getattr(wiring, name)(*args)
+    return call
+
+
+# provider -> (is a refresh due for these secrets?, refresher).
 REFRESHERS: dict[str, tuple[Callable[[dict, datetime], bool], Refresher]] = {
     "google_drive": (_google_due, refresh_google),
+    # Threads: a fresh 60-day token once the current one is a day old; Facebook/Instagram: Page tokens do
+    # not expire, so debug_token checks daily that they still may publish (docs/publishing.md).
+    "threads": (_meta("threads_due"), _meta("refresh_threads")),
+    "facebook": (_meta("page_check_due"), _meta("check_page_token")),
+    "instagram": (_meta("page_check_due"), _meta("check_page_token")),
 }
 
 

@@ -768,6 +768,12 @@ def _publish_target(ctx: Context, post_id: int, target_id: int) -> None:
         return
     try:
         publisher = ctx.publisher(platform)
+    except StepError as exc:
+        if _hold(ctx, target_id, exc, in_flight=interrupted):
+            return
+        _target_failed(ctx, target_id, PublishError(f"publisher unavailable: {exc}", permanent=True,
+                                                    code="config"))
+        return
     except Exception as exc:  # noqa: BLE001 - unavailable, misconfigured or broken: this target fails
         reason = str(exc) if isinstance(exc, StepError) else f"internal error: {exc!r}"
         _target_failed(ctx, target_id, PublishError(f"publisher unavailable: {reason}", permanent=True,
@@ -784,6 +790,8 @@ def _publish_target(ctx: Context, post_id: int, target_id: int) -> None:
                     f"an earlier attempt was interrupted and its outcome cannot be confirmed ({exc}); not "
                     "re-sent to avoid a duplicate: check the account, then retry this target",
                     permanent=True, code="outcome_unknown"))
+                return
+            if _hold(ctx, target_id, exc, in_flight=True):
                 return
             _target_failed(ctx, target_id, exc, count=True, in_flight=True)  # ask again later
             return
@@ -827,11 +835,14 @@ def _publish_target(ctx: Context, post_id: int, target_id: int) -> None:
     except PublishError as exc:
         if exc.ambiguous:
             # Left in flight: the next round reconciles through recover() first.
+            metrics.count_error("publish", platform, exc)
             with session_scope(ctx.engine) as s:
                 t = s.get(PostTarget, target_id)
                 t.last_error = f"outcome unknown, will check before retrying: {exc}"
                 t.next_attempt_at = utcnow() + timedelta(seconds=ctx.cfg.retry.base_delay_seconds)
                 add_event(s, post_id, states.T_PUBLISHING, t.last_error, target_id)
+            return
+        if _hold(ctx, target_id, exc, uncount=fresh):
             return
         _target_failed(ctx, target_id, exc, count=not fresh)
         return
@@ -847,6 +858,49 @@ def _publish_target(ctx: Context, post_id: int, target_id: int) -> None:
     else:
         _target_failed(ctx, target_id, _internal(TypeError(f"publish returned {outcome!r}")),
                        count=not fresh, in_flight=True)
+
+
+# Faults of an account or a destination rather than of the post: the target waits for them (shared pause,
+# reason shown, no attempt spent) instead of failing. See docs/publishing.md, "Errors → pipeline".
+_HOLD_CODES = ("auth", "rate_limited", "quota", "config")
+
+
+def _hold(ctx: Context, target_id: int, exc: StepError, *, in_flight: bool = False, uncount: bool = False) -> bool:
+    """Hold the target for its account or destination when ``exc`` is theirs; False when it is the post's.
+
+    * ``auth`` (token expired or revoked, permission removed): the connection is marked ``needs_reauth``
+      and its targets wait until it is reconnected (which lifts ``connection:<id>`` and releases them);
+    * ``rate_limited``/``quota``: the account (``connection:<id>``) waits until the window frees;
+    * ``config`` (no public URL, a proxy in front of the media route, a missing app secret): the
+      destination (``destination:<platform>``) waits until it is fixed; a person is told why.
+
+    ``in_flight``: the interrupted step is still unreconciled, so the target stays in flight and recovers
+    first when released. ``uncount``: the attempt counted when this step began is given back."""
+    code = exc.code or ""
+    if code not in _HOLD_CODES or (code == "config" and exc.permanent):
+        return False
+    with session_scope(ctx.engine) as s:
+        t = s.get(PostTarget, target_id)
+        cid = t.connection_id
+        if code in ("auth", "rate_limited", "quota") and cid is not None:
+            scope = f"connection:{cid}"
+        else:
+            scope = f"destination:{t.platform}"
+        if code == "auth" and cid is not None:
+            credentials.mark(s, ctx.cfg, cid, credentials.NEEDS_REAUTH, str(exc))
+            p = pauses.get(s, scope)
+        else:
+            p = pauses.pause(s, ctx.cfg, scope, exc, connection_id=cid if scope.startswith("connection") else None)
+        reason = pauses.describe(p) if p is not None else f"waiting: {exc}"
+        pauses.hold_target(s, target_id, scope, p.until if p is not None else utcnow(), reason)
+        if not in_flight:
+            t.status, t.step_started_at = states.T_PENDING, None
+        if uncount and t.attempts > 0:
+            t.attempts -= 1
+        metrics.count_error("publish", t.platform, exc)
+        add_event(s, t.post_id, t.status, f"{t.platform}: {reason}", target_id)
+    log.warning("target.held", extra=fields(target_id=target_id, scope=scope, code=code, error=str(exc)))
+    return True
 
 
 def _internal(exc: Exception) -> PublishError:

@@ -13,7 +13,7 @@ from sqlmodel.sql.sqltypes import AutoString
 from aiposter import captioners
 from aiposter.captioners.template import check_template
 from aiposter.config import Config
-from aiposter.core import registry
+from aiposter.core import credentials, registry
 from aiposter.core.media import MediaStore
 from aiposter.core.models import Connection, User, Watch, WatchTarget, utcnow
 from aiposter.services import Invalid, get_owned
@@ -59,6 +59,9 @@ def parse_target(s: Session, user: User, text: str) -> tuple[str, int | None]:
     c = s.get(Connection, int(conn)) if 1 <= int(conn) <= MAX_ROW_ID else None
     if c is None or c.user_id != user.id or c.provider != dest.provider:
         raise Invalid(f"no {platform} connection {conn} on this account", field="targets")
+    problem = credentials.unusable_reason(c)
+    if problem is not None:
+        raise Invalid(f"target {text!r} cannot be used: {problem}", field="targets")
     return platform, c.id
 
 

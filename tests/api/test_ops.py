@@ -84,7 +84,7 @@ def test_metrics(client, application, ann, photos, tmp_path):
     assert _value(text, "aiposter_files_detected_total") == detected + 1
     assert _value(text, 'aiposter_platform_latency_seconds_count{platform="outbox"}') == outbox + 1
     assert _value(text, 'aiposter_llm_latency_seconds_count{captioner="template"}') >= 1
-    # The seeded watch also targets Facebook, whose publisher is not installed here: a counted error.
+    # The seeded watch also targets Facebook, whose Graph host is not a Graph server here: a counted error.
     assert any(line.startswith("aiposter_errors_total{") and 'stage="publish"' in line
                and 'platform="facebook"' in line
                and float(line.rsplit(" ", 1)[1]) >= 1 for line in text.splitlines())
