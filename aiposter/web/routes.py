@@ -441,14 +441,6 @@ def export_me(request: Request, browser: SignedIn, s: DB) -> Response:
         "Content-Disposition": 'attachment; filename="aiposter-export.json"', "Cache-Control": "no-store"})
 
 
-@router.post("/account/{action}")
-def pause_account(action: str, request: Request, browser: Checked, s: DB) -> Response:
-    if action not in ("pause", "resume"):
-        raise NotFound(f"no action {action}")
-    users.set_paused(s, browser.user, action == "pause")
-    return see_other("/account", "Everything is paused." if action == "pause" else "Processing resumed.")
-
-
 @router.post("/account/delete")
 def delete_account(request: Request, browser: Checked, s: DB, app: Application,
                    password: Annotated[str, Form()] = "") -> Response:
@@ -461,6 +453,14 @@ def delete_account(request: Request, browser: Checked, s: DB, app: Application,
     resp = see_other("/login?deleted=1")
     resp.delete_cookie(COOKIE, path="/")
     return resp
+
+
+@router.post("/account/{action}")
+def pause_account(action: str, request: Request, browser: Checked, s: DB) -> Response:
+    if action not in ("pause", "resume"):
+        raise NotFound(f"no action {action}")
+    users.set_paused(s, browser.user, action == "pause")
+    return see_other("/account", "Everything is paused." if action == "pause" else "Processing resumed.")
 
 
 # ---------------------------------------------------------------- admin
