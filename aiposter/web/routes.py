@@ -474,18 +474,13 @@ def _admin(browser) -> User:
 
 def _admin_page(request, s, app, browser, extra=None, status=200) -> Response:
     _admin(browser)
-    from aiposter.db import pending_migrations
-
-    try:
-        pending = pending_migrations(app.engine)
-        database = "ok"
-    except Exception as exc:  # noqa: BLE001 - reported on the page, as /readyz does
-        pending, database = [], f"error: {exc.__class__.__name__}"
+    # Read through this request's session: a second connection would wait on its SQLite lock.
+    revision = ", ".join(s.execute(sa.text("SELECT version_num FROM alembic_version")).scalars())
     daemon = request.app.state.daemon
     queue = s.execute(sa.select(sa.func.count()).select_from(sa.table("post"))
                       .where(sa.column("status").in_(states.POST_ACTIVE))).scalar_one()
-    ctx = {"users": users.list_users(s), "pauses": pause_service.list_pauses(s), "database": database,
-           "pending": pending, "dialect": app.engine.dialect.name, "queue": queue,
+    ctx = {"users": users.list_users(s), "pauses": pause_service.list_pauses(s), "revision": revision,
+           "dialect": app.engine.dialect.name, "queue": queue,
            "scheduler": "not in this process" if daemon is None else ("running" if daemon.running else "stopped"),
            "captioner": app.cfg.captioner.default, "captioner_problem": captioner_pkg.check(app.cfg.captioner.default,
                                                                                           app.cfg),

@@ -251,3 +251,85 @@ def test_another_users_post_is_not_found(page, live):
     assert response.status == 404
     pw.expect(page.get_by_role("heading", name="Not found")).to_be_visible()
     assert "x.jpg" not in page.content()
+
+
+def _seed_admin_data(live) -> dict:
+    """An admin with a watch and a failed post, so that every page has content to check."""
+    folder = live.user("root@example.com", role="admin")
+    with session_scope(live.app.engine) as s:
+        root = users.get_user_by_email(s, "root@example.com")
+        w = watches.create_watch(s, live.cfg, root, watches.WatchSpec(folder=str(folder), name="Studio",
+                                                                      enabled=False))
+        post = Post(user_id=root.id, watch_id=w.id, source_ref="a.jpg", file_name="a.jpg", folder_name="photos",
+                    status="failed", last_error="the outbox directory is not writable")
+        s.add(post)
+        s.flush()
+        return {"watch": w.id, "post": post.id}
+
+
+def _keyboard_reaches_everything(page) -> None:
+    """Tab from the top of the page reaches every visible control (a radio group is one stop: arrows move in
+    it), and the first stop is the skip link."""
+    controls = page.evaluate("""() => [...document.querySelectorAll(
+        'a[href], button, input:not([type=hidden]):not([hidden]), select, textarea, summary')]
+        .filter(e => e.checkVisibility({visibilityProperty: true}))
+        .filter(e => !(e.type === 'radio' && !e.checked)).length""")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.className") == "skip"
+    seen = set()
+    for _ in range(controls + 5):
+        seen.add(page.evaluate("""() => { const e = document.activeElement;
+            return e.tagName + '|' + (e.getAttribute('href') || e.name || e.id || '') + '|' + e.textContent.trim()
+                   + '|' + [...document.querySelectorAll('*')].indexOf(e); }"""))
+        page.keyboard.press("Tab")
+    seen = {s for s in seen if not s.startswith("BODY|")}
+    assert len(seen) >= controls, f"{page.url}: {controls} controls but only {len(seen)} reachable by Tab: {seen}"
+
+
+def test_every_page_is_accessible_usable_by_keyboard_and_photographed(page, live):
+    from axe_playwright_python.sync_playwright import Axe
+
+    ids = _seed_admin_data(live)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.goto(f"{live.url}/login")
+    pages = {"login": "/login"}
+    axe = Axe()
+    problems = []
+
+    def check(name: str, path: str):
+        for width, viewport in (("desktop", DESKTOP), ("phone", PHONE)):
+            page.set_viewport_size(viewport)
+            page.goto(f"{live.url}{path}")
+            if name.startswith("watch-"):
+                pw.expect(page.locator("#preview")).to_contain_text("Sample")  # the preview has loaded
+            page.screenshot(path=str(SHOTS / f"{name}-{width}.png"), full_page=True)
+            if width == "desktop":
+                results = axe.run(page)
+                bad = [v for v in results.response["violations"] if v["impact"] in ("serious", "critical")]
+                problems.extend(f"{name}: {v['id']}: {v['help']} ({len(v['nodes'])} nodes: "
+                                f"{v['nodes'][0]['target']})" for v in bad)
+                _keyboard_reaches_everything(page)
+        page.emulate_media(color_scheme="dark")  # the dark theme's contrast too
+        page.set_viewport_size(DESKTOP)
+        page.goto(f"{live.url}{path}")
+        results = axe.run(page, options={"runOnly": ["color-contrast"]})
+        problems.extend(f"{name} (dark): {v['id']}" for v in results.response["violations"]
+                        if v["impact"] in ("serious", "critical"))
+        page.emulate_media(color_scheme="light")
+
+    check("login", pages["login"])
+    sign_in(page, live, "root@example.com")
+    page.get_by_role("link", name="Social accounts").click()
+    page.get_by_role("button", name="Connect Facebook Page (and Instagram)").click()
+    pw.expect(page.get_by_role("status")).to_contain_text("Connected")
+    with session_scope(live.app.engine) as s:
+        from aiposter.core.models import Connection
+
+        conn = s.exec(select(Connection).where(Connection.account_name == "Garage")).first().id
+    for name, path in [("dashboard", "/"), ("watches", "/watches"), ("watch-new", "/watches/new"),
+                       ("watch-edit", f"/watches/{ids['watch']}/edit"), ("posts", "/posts"),
+                       ("post", f"/posts/{ids['post']}"), ("drive", "/drive"), ("social", "/social"),
+                       ("disconnect", f"/connections/{conn}/disconnect"), ("account", "/account"),
+                       ("admin", "/admin"), ("faq", "/faq"), ("not-found", "/posts/999999")]:
+        check(name, path)
+    assert not problems, "\n".join(problems)
