@@ -335,12 +335,12 @@ def posts_page(request: Request, browser: SignedIn, s: DB,
                status: Annotated[str, Query()] = "", watch: Annotated[str, Query()] = "",
                q: Annotated[str, Query(max_length=200)] = "",
                before: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None) -> Response:
-    ctx = _posts(s, browser, status, watch, q, before)
-    name = "_posts.html" if request.headers.get("hx-request") else "posts.html"
-    return page(request, name, ctx)
+    partial = bool(request.headers.get("hx-request"))  # the list only: no filter form to fill
+    ctx = _posts(s, browser, status, watch, q, before, with_watches=not partial)
+    return page(request, "_posts.html" if partial else "posts.html", ctx)
 
 
-def _posts(s, browser, status: str, watch: str, q: str, before: int | None) -> dict:
+def _posts(s, browser, status: str, watch: str, q: str, before: int | None, with_watches: bool) -> dict:
     """The same service calls as GET /api/v1/posts with these filters."""
     watch_id = int(watch) if watch.isdigit() else None
     rows = posts.list_posts(s, browser.user, status=status or None, watch_id=watch_id, limit=PAGE_SIZE,
@@ -348,7 +348,7 @@ def _posts(s, browser, status: str, watch: str, q: str, before: int | None) -> d
     items = [posts.post_dict(s, p) for p in rows]
     return {"posts": items, "status": status, "watch": watch, "q": q, "states": states.POST_STATES,
             "next_cursor": rows[-1].id if len(rows) == PAGE_SIZE else None,
-            "watches": [(w.id, w.name) for w in watches.list_watches(s, browser.user)],
+            "watches": [(w.id, w.name) for w in watches.list_watches(s, browser.user)] if with_watches else [],
             "active": any(p["status"] in states.POST_ACTIVE for p in items)}
 
 
