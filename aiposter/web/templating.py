@@ -41,7 +41,15 @@ templates.env.globals["provider_name"] = lambda p: PROVIDER_NAMES.get(p, p)
 templates.env.globals["version"] = getattr(aiposter, "__version__", "0")
 
 
+# Scripts, styles, images and requests from this server only; no eval (htmx runs with allowEval off). No
+# form-action: connecting an account posts a form that redirects to the provider's consent page.
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+       "object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
+
+
 def page(request: Request, name: str, context: dict | None = None, status: int = 200, headers=None):
+    """A rendered page: private to the signed-in user (never cached) and under :data:`CSP`."""
+    headers = {"Cache-Control": "no-store", "Content-Security-Policy": CSP, **(headers or {})}
     browser = getattr(request.state, "browser", None)
     ctx = {"browser": browser, "user": browser.user if browser else None,
            "viewer": browser.viewer if browser else None,

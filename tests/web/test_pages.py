@@ -24,6 +24,9 @@ def test_pages_need_a_session_and_the_cookie_is_httponly_lax(client, ann):
         r = client.get(path)
         assert r.status_code == 200, (path, r.text[:300])
         assert "<main" in r.text and "Sign out" in r.text
+        assert r.headers["cache-control"] == "no-store"  # private pages stay out of caches
+        assert "script-src 'self';" in r.headers["content-security-policy"]  # no inline script, no eval
+        assert "//" not in r.text.split("<body")[0].replace("<!doctype html>", "")  # no third-party asset
     assert client.get("/admin").status_code == 403
 
 
