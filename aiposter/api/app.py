@@ -55,4 +55,7 @@ def create_app(application: App, daemon=None) -> FastAPI:
     api.add_middleware(DocsPolicy)
     for module in (ops, auth, me, users, connections, watches, posts, pauses, audit, notify, media, drive):
         api.include_router(module.router)
+    from aiposter import web
+
+    web.install(api)  # the web interface: pages beside the API, on the same services
     return api

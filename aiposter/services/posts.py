@@ -18,8 +18,9 @@ from aiposter.services.review import caption_of
 
 
 def list_posts(s: Session, user: User | None = None, status: str | None = None, watch_id: int | None = None,
-               limit: int = 50, before_id: int | None = None) -> list[Post]:
-    """Newest first; ``before_id`` is the cursor (the last id of the previous page)."""
+               limit: int = 50, before_id: int | None = None, search: str | None = None) -> list[Post]:
+    """Newest first; ``before_id`` is the cursor (the last id of the previous page). ``search``: part of
+    the file or folder name, any case."""
     if status is not None and status not in states.POST_STATES:
         raise Invalid(f"unknown status {status!r} (known: {', '.join(states.POST_STATES)})", field="status")
     q = select(Post).order_by(Post.id.desc()).limit(max(1, min(limit, 500)))
@@ -31,6 +32,9 @@ def list_posts(s: Session, user: User | None = None, status: str | None = None, 
         q = q.where(Post.watch_id == watch_id)
     if before_id is not None:
         q = q.where(Post.id < before_id)
+    if search:
+        like = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        q = q.where(sa.or_(Post.file_name.ilike(like, escape="\\"), Post.folder_name.ilike(like, escape="\\")))
     return list(s.exec(q))
 
 
@@ -170,8 +174,11 @@ def delete_post(s: Session, post: Post, media: MediaStore) -> None:
     media.delete_post(post.id)
 
 
-def counts_by_status(s: Session) -> dict[str, int]:
-    return dict(s.execute(sa.select(Post.status, sa.func.count()).group_by(Post.status)).all())
+def counts_by_status(s: Session, user: User | None = None) -> dict[str, int]:
+    q = sa.select(Post.status, sa.func.count()).group_by(Post.status)
+    if user is not None:
+        q = q.where(Post.user_id == user.id)
+    return dict(s.execute(q).all())
 
 
 def _iso(dt) -> str | None:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import secrets
 from typing import Annotated
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import RedirectResponse
 
 from aiposter.api.deps import DB, Application, CurrentActor, CurrentUser, client_address, public_url
 from aiposter.api.errors import responses
@@ -106,9 +108,13 @@ def callback(provider: Provider, s: DB, app: Application, request: Request, resp
         raise OAuthFailed(f"the authorization was not granted: {error_description or error or 'no code'}")
     linked = connections.finish(s, app.cfg, app.keyring, provider, state, code, redirect_uri(app, provider),
                                 browser_nonce=nonce, client=client_address(request))
+    if "text/html" in request.headers.get("accept", ""):  # a browser, sent here by the web interface
+        names = ", ".join(c.account_name or c.account_id for c in linked) or "no account"
+        response = RedirectResponse(f"/{'drive' if provider == 'google_drive' else 'social'}?"
+                                    + urlencode({"done": f"Connected: {names}."}), status_code=303)
     response.delete_cookie(_cookie(provider), path=_callback_path(provider), httponly=True, samesite="lax",
                            secure=request.url.scheme == "https")
-    return _out(linked)
+    return response if isinstance(response, RedirectResponse) else _out(linked)
 
 
 @router.post("/{provider}/finish", response_model=list[ConnectionOut], responses=responses(400, 401, 422))
