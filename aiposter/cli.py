@@ -56,7 +56,9 @@ app.add_typer(pauses_app, name="pauses")
 audit_app = typer.Typer(help="The audit log: logins, user administration, connections, exports, deletions.",
                         no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
-connect_app = typer.Typer(help="Connections to social accounts (tokens stored encrypted).", no_args_is_help=True)
+connect_app = typer.Typer(help="Connect accounts from the server's terminal (no browser on the server needed): "
+                          "Google by a pasted link, Meta and Threads by importing a token. Tokens are stored "
+                          "encrypted.", no_args_is_help=True)
 app.add_typer(connect_app, name="connect")
 
 log = logging.getLogger("aiposter")
@@ -898,10 +900,6 @@ def main() -> None:
 
 
 # =========================================================================== connections (headless OAuth)
-
-connect_app = typer.Typer(help="Connect accounts from the server's terminal (no browser on the server needed).",
-                          no_args_is_help=True)
-app.add_typer(connect_app, name="connect")
 
 
 @connect_app.command("google")

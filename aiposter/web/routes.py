@@ -22,6 +22,7 @@ from aiposter.captioners.template import render as render_template
 from aiposter.core import registry, states
 from aiposter.core.errors import CaptionError
 from aiposter.core.models import AuthSession, User, utcnow
+from aiposter.db import read_scope
 from aiposter.services import (
     Conflict,
     Invalid,
@@ -343,11 +344,16 @@ def posts_page(request: Request, browser: SignedIn, s: DB,
 def _posts(s, browser, status: str, watch: str, q: str, before: int | None, with_watches: bool) -> dict:
     """The same service calls as GET /api/v1/posts with these filters."""
     watch_id = int(watch) if watch.isdigit() else None
-    rows = posts.list_posts(s, browser.user, status=status or None, watch_id=watch_id, limit=PAGE_SIZE,
-                            before_id=before, search=q.strip() or None)
-    items = [posts.post_dict(s, p) for p in rows]
+    if q.strip():  # a search: the web interface's own filter
+        rows = posts.list_posts(s, browser.user, status=status or None, watch_id=watch_id, limit=PAGE_SIZE,
+                                before_id=before, search=q.strip())
+        items = [posts.post_dict(s, p) for p in rows]
+    else:  # exactly what GET /api/v1/posts reads: one Core query on a read snapshot
+        with read_scope(s.get_bind()) as conn:
+            items = posts.page_dicts(conn, browser.user.id, status=status or None, watch_id=watch_id,
+                                     limit=PAGE_SIZE, before_id=before)
     return {"posts": items, "status": status, "watch": watch, "q": q, "states": states.POST_STATES,
-            "next_cursor": rows[-1].id if len(rows) == PAGE_SIZE else None,
+            "next_cursor": items[-1]["id"] if len(items) == PAGE_SIZE else None,
             "watches": [(w.id, w.name) for w in watches.list_watches(s, browser.user)] if with_watches else [],
             "active": any(p["status"] in states.POST_ACTIVE for p in items)}
 
