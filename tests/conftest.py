@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -25,28 +26,49 @@ def _worker() -> str:
     return os.environ.get("PYTEST_XDIST_WORKER", "main")
 
 
+@contextmanager
+def pg_scratch_database(name: str):
+    """An empty PostgreSQL database named ``name`` for the block, dropped after it: yields its URL, or None
+    with the reason when PostgreSQL is unreachable (callers skip, or fail under CI=true)."""
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        try:
+            with admin.connect() as conn:
+                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+                conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        except sa.exc.OperationalError as exc:
+            yield None, str(exc).splitlines()[0]
+            return
+        try:
+            yield sa.engine.make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False), ""
+        finally:
+            with admin.connect() as conn:
+                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
+
+
+def require_pg(url: str | None, reason: str) -> str:
+    """The URL, or skip (locally) / fail (under CI=true) when PostgreSQL is unreachable."""
+    if url is None:
+        if IN_CI:
+            pytest.fail(f"PostgreSQL is required under CI=true but unreachable: {reason}")
+        pytest.skip(f"PostgreSQL unreachable: {reason}")
+    return url
+
+
 @pytest.fixture(scope="session")
 def _pg_database():
     """A migrated database for this worker, or None if PostgreSQL is unreachable."""
-    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     # Unique per process: two test runs on one machine (or xdist workers) never share a database.
-    name = f"aiposter_test_{_worker()}_{os.getpid()}"
-    try:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    except sa.exc.OperationalError as exc:
-        admin.dispose()
-        yield ("unavailable", str(exc).splitlines()[0])
-        return
-    url = sa.engine.make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    engine = db.make_engine(url)
-    db.migrate(engine)
-    engine.dispose()
-    yield ("ok", url)
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with pg_scratch_database(f"aiposter_test_{_worker()}_{os.getpid()}") as (url, reason):
+        if url is None:
+            yield ("unavailable", reason)
+            return
+        engine = db.make_engine(url)
+        db.migrate(engine)
+        engine.dispose()
+        yield ("ok", url)
 
 
 @pytest.fixture(scope="session")
@@ -79,10 +101,7 @@ def db_url(request, tmp_path, _sqlite_template) -> str:
         shutil.copyfile(_sqlite_template, path)
         return f"sqlite:///{path}"
     status, value = request.getfixturevalue("_pg_database")
-    if status != "ok":
-        if IN_CI:
-            pytest.fail(f"PostgreSQL is required under CI=true but unreachable: {value}")
-        pytest.skip(f"PostgreSQL unreachable: {value}")
+    value = require_pg(value if status == "ok" else None, value)
     _truncate_all(value)
     return value
 

@@ -77,19 +77,10 @@ def test_config_check_names_the_database_and_each_values_origin(tmp_path, monkey
 
 def test_an_empty_postgresql_database_is_not_made_an_install_by_a_cli_command(tmp_path):
     import sqlalchemy as sa
-    from conftest import PG_ADMIN_URL
+    from conftest import pg_scratch_database, require_pg
 
-    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    name = f"aiposter_empty_{os.getpid()}"
-    try:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    except sa.exc.OperationalError as exc:
-        admin.dispose()
-        pytest.skip(f"PostgreSQL unreachable: {str(exc).splitlines()[0]}")
-    try:
-        url = sa.engine.make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    with pg_scratch_database(f"aiposter_empty_{os.getpid()}") as (url, reason):
+        url = require_pg(url, reason)
         cfg = write_config(tmp_path, url)
         res = invoke("user", "create", "ann@example.com", "--no-password", "--config", str(cfg))
         assert res.exit_code == 2 and f"no database at {sa.engine.make_url(url).render_as_string()}" in res.stderr
@@ -98,7 +89,3 @@ def test_an_empty_postgresql_database_is_not_made_an_install_by_a_cli_command(tm
         engine.dispose()
         assert invoke("migrate", "--config", str(cfg)).exit_code == 0
         assert invoke("user", "create", "ann@example.com", "--no-password", "--config", str(cfg)).exit_code == 0
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
