@@ -17,7 +17,7 @@ from sqlmodel import Session, select
 
 from aiposter import crypto
 from aiposter.config import Config
-from aiposter.core import credentials
+from aiposter.core import credentials, image_types
 from aiposter.core.errors import SourceError, StepError
 from aiposter.core.models import Connection, User, Watch, utcnow
 from aiposter.services import Invalid, ServiceError, Unavailable, get_owned
@@ -95,6 +95,7 @@ def prepare_watch(s: Session, cfg: Config, keyring: crypto.Keyring | None, watch
                 # The token first: whatever changes while the folder is listed is read by the first poll.
                 feed.page_token = ds.client.start_page_token()
             listing = list_watch(ds.client, WatchSpec(watch.id, folder.id, watch.include_subfolders,
+                                                      image_types.from_column(watch.image_types),
                                                       drive_id=folder.drive_id))
         except SourceError as exc:
             if exc.permanent:

@@ -35,7 +35,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, select
 
 from aiposter import metrics
-from aiposter.core import credentials, pauses, states
+from aiposter.core import credentials, image_types, pauses, states
 from aiposter.core.drive_feeds import ensure_feed  # noqa: F401 - re-exported for the services
 from aiposter.core.errors import SourceError, StepError
 from aiposter.core.models import Connection, DriveFeed, Post, PostTarget, SourceFile, Watch, WatchTarget, utcnow
@@ -87,7 +87,8 @@ def _active_watches(s: Session, connection_id: int) -> list[Watch]:
 
 
 def _spec(w: Watch) -> WatchSpec:
-    return WatchSpec(key=w.id, folder_id=w.folder, include_subfolders=w.include_subfolders, drive_id=w.drive_id)
+    return WatchSpec(key=w.id, folder_id=w.folder, include_subfolders=w.include_subfolders,
+                     image_types=image_types.from_column(w.image_types), drive_id=w.drive_id)
 
 
 def _interval(cfg, watches: Iterable[Watch]) -> int:
@@ -280,6 +281,11 @@ def _record(ctx, cid: int, events: list[FolderEvent], left: dict[str, str], prob
             for e in sorted(evs, key=lambda e: (e.change_time or e.seen_at, e.file.name)):
                 f = e.file
                 sf = seen.get(f.id)
+                if not e.selected:  # an image of a type this watch does not take: recorded once, not posted
+                    if sf is None:
+                        seen[f.id] = _skipped_type(s, w, e)
+                        result.skipped += 1
+                    continue
                 verdict = classify(f, {k: v.fingerprint or None for k, v in seen.items()}, md5s)
                 if verdict == UNCHANGED:
                     if sf is not None:
@@ -309,6 +315,15 @@ def _record(ctx, cid: int, events: list[FolderEvent], left: dict[str, str], prob
                 result.queued += 1
         if left:
             result.skipped += _skip_left(ctx, s, cid, left)
+
+
+def _skipped_type(s: Session, w: Watch, e: FolderEvent) -> SourceFile:
+    f = e.file
+    sf = SourceFile(watch_id=w.id, ref=f.id, name=f.name, size=f.size, fingerprint=f.md5 or "",
+                    source_time=e.seen_at, status=states.SF_SKIPPED,
+                    reason=f"{image_types.not_taken(f.mime_type, w.image_types)}; not posted")
+    s.add(sf)
+    return sf
 
 
 def _remote(f: DriveFile, arrived: datetime) -> RemoteFile:
