@@ -523,10 +523,10 @@ def watch_edit(watch_id: int, folder: FolderOpt = None, name: NameOpt = None, so
 @watch_app.command("remove")
 def watch_remove(watch_id: int, yes: Annotated[bool, typer.Option("--yes", "-y")] = False) -> None:
     """Remove a watch and its post records."""
-    with cli_session() as (cfg, s):
+    with cli_app() as (cfg, application, s):  # with the key: the last Drive watch stops its push channel
         w = service_call(lambda: watches_svc.get_watch(s, watch_id))
         confirm(yes, f"Remove watch {watch_id} ({w.folder}) and its post records?")
-        watches_svc.delete_watch(s, w, store_for(cfg))
+        watches_svc.delete_watch(s, w, store_for(cfg), cfg, application.keyring)
     typer.echo(f"removed watch {watch_id}")
 
 

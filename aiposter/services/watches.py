@@ -222,6 +222,7 @@ def update_watch(s: Session, cfg: Config, user: User, watch: Watch, spec: WatchS
     _validate(s, cfg, user, spec, watch, allow_any_folder)
     folder_changed = spec.folder is not None and spec.folder != watch.folder
     types_before = watch.image_types
+    drive_before = watch.source_connection_id if watch.source == "google_drive" else None
     _apply(s, user, watch, spec, allow_any_folder)
     if folder_changed:
         # A new folder gets a new baseline, like a new watch.
@@ -237,6 +238,10 @@ def update_watch(s: Session, cfg: Config, user: User, watch: Watch, spec: WatchS
         from aiposter.services import drive
         watch.baseline_done, watch.baseline_at = False, utcnow()
         drive.prepare_watch(s, cfg, keyring, watch)
+    if drive_before is not None and (spec.enabled is False or watch.source_connection_id != drive_before
+                                     or watch.source != "google_drive"):
+        from aiposter.services import drive
+        drive.release_push(s, cfg, keyring, drive_before)  # the account's last Drive watch: stop its channel
     if spec.interval_seconds is not None or spec.enabled:
         watch.next_poll_at = utcnow()
         if watch.source == "google_drive" and watch.source_connection_id:
@@ -265,13 +270,19 @@ def targets_by_watch(s: Session, watch_ids: list[int]) -> dict[int, list[str]]:
     return out
 
 
-def delete_watch(s: Session, watch: Watch, media: MediaStore) -> None:
+def delete_watch(s: Session, watch: Watch, media: MediaStore, cfg: Config | None = None, keyring=None) -> None:
+    """Delete the watch and its posts' media. The last Drive watch of an account takes the account's push
+    channel with it (stopped at Google with ``cfg`` and ``keyring``, best effort; its row at once)."""
     from aiposter.core.models import Post
 
     for pid in s.exec(select(Post.id).where(Post.watch_id == watch.id)):
         media.delete_post(pid)
+    drive_connection = watch.source_connection_id if watch.source == "google_drive" else None
     s.delete(watch)
     s.flush()
+    if drive_connection is not None and cfg is not None:
+        from aiposter.services import drive
+        drive.release_push(s, cfg, keyring, drive_connection)
 
 
 def poll_now(s: Session, watch: Watch) -> Watch:

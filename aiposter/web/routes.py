@@ -314,14 +314,15 @@ def watch_action(watch_id: int, action: str, request: Request, browser: Checked,
                  app: Application) -> Response:
     w = watches.get_watch(s, watch_id, browser.user)
     if action in ("pause", "resume"):
-        watches.update_watch(s, app.cfg, browser.user, w, watches.WatchSpec(enabled=action == "resume"))
+        watches.update_watch(s, app.cfg, browser.user, w, watches.WatchSpec(enabled=action == "resume"),
+                             keyring=app.keyring)
         msg = f"Watch “{w.name}” {'paused' if action == 'pause' else 'resumed'}."
     elif action == "poll":
         watches.poll_now(s, w)
         msg = f"Watch “{w.name}” will look for new images within seconds."
     elif action == "delete":
         name = w.name
-        watches.delete_watch(s, w, app.media)
+        watches.delete_watch(s, w, app.media, app.cfg, app.keyring)
         msg = f"Watch “{name}” and its post records were deleted."
     else:
         raise NotFound(f"no action {action}")

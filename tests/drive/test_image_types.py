@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import json
 
-from fakes.drive import FakeDrive  # noqa: F401 - the fake behind the `drive` fixture
 from helpers import jpeg_bytes
 from PIL import Image
 from sqlmodel import select
@@ -16,7 +15,9 @@ from aiposter.core import image_types, states
 from aiposter.core.models import SourceFile
 from aiposter.db import session_scope
 
-from .test_wired import Env, drive, env  # noqa: F401 - fixtures
+from . import test_wired
+
+drive, env = test_wired.drive, test_wired.env  # the fixtures: a fake Drive, and an install connected to it
 
 
 def png_bytes(color=(10, 200, 10)) -> bytes:
