@@ -104,3 +104,76 @@ def test_housekeeping_stops_channels_of_connections_without_a_watch(tmp_path, db
         assert channels.maintain(e.ctx)["stopped"] == 0  # nothing left to stop
     finally:
         e.close()
+
+
+def test_two_replicas_after_a_lease_expired_mid_poll_post_once_without_error(tmp_path, db_url, drive, monkeypatch):
+    """Replica A claims the feed and asks Drive for its changes; its lease lapses while Drive is slow, and
+    replica B claims the feed and polls the same page. A's answer then arrives. Whatever the order of their
+    database work, the file is recorded and posted once, neither reports an error, and B's page token stays.
+
+    A statement hook pauses A just before it would insert the file's ``source_file`` row (where, unguarded,
+    it raced B on the (watch_id, ref) constraint), so B runs in that window; a guarded A never gets there."""
+    import threading
+    import uuid
+    from datetime import timedelta
+
+    from aiposter.core.drive_feeds import claim_feeds
+    from aiposter.core.models import DriveFeed, Post, utcnow
+    from aiposter.core.pipeline import Context
+    from aiposter.sources.google_drive.poller import poll_feed
+
+    e = test_wired.Env(tmp_path, db_url, drive, monkeypatch)
+    try:
+        cid = e.connect()
+        folder = drive.add_folder("Photos")
+        wid = e.add_watch(folder, cid).json()["id"]
+        drive.add_file("once.jpg", folder, content=test_wired.jpeg_bytes(color=(3, 77, 5)))
+        a, b = e.ctx, Context(e.app.cfg, e.app.engine, owner=f"b-{uuid.uuid4().hex[:6]}", keyring=e.app.keyring)
+        with session_scope(e.app.engine) as s:
+            s.execute(sa.update(DriveFeed).values(next_poll_at=sa.func.now()))
+        with session_scope(e.app.engine) as s:
+            [feed_id] = claim_feeds(s, a.owner, 30, 10)
+        held = drive.hold_next("changes.list")
+        at_insert, go_on = threading.Event(), threading.Event()
+
+        def pause_a_before_its_insert(conn, cursor, statement, *args):
+            if threading.current_thread().name == "replica-a" and statement.lstrip().upper().startswith(
+                    "INSERT INTO SOURCE_FILE"):
+                at_insert.set()
+                go_on.wait(10)
+
+        sa.event.listen(e.app.engine, "before_cursor_execute", pause_a_before_its_insert)
+        results = {}
+        replica_a = threading.Thread(target=lambda: results.setdefault("a", poll_feed(a, feed_id)),
+                                     name="replica-a")
+        replica_a.start()
+        try:
+            assert held.arrived.wait(10)  # A's changes.list is at Drive
+            with session_scope(e.app.engine) as s:  # A's lease lapses; B takes the feed
+                s.execute(sa.update(DriveFeed).values(lease_expires_at=utcnow() - timedelta(minutes=1)))
+            with session_scope(e.app.engine) as s:
+                assert claim_feeds(s, b.owner, 30, 10) == [feed_id]
+            held.release.set()  # A's answer arrives: the same page B is about to read
+            assert test_wired._wait(lambda: at_insert.is_set() or not replica_a.is_alive(), 10)
+            results["b"] = poll_feed(b, feed_id)
+        finally:
+            go_on.set()
+            held.release.set()
+            replica_a.join(10)
+            sa.event.remove(e.app.engine, "before_cursor_execute", pause_a_before_its_insert)
+        assert not at_insert.is_set()  # A saw it no longer held the feed before writing anything
+        assert results["a"].error is None and results["a"].superseded and results["a"].queued == 0
+        assert results["b"].error is None and results["b"].queued == 1
+        with session_scope(e.app.engine) as s:
+            assert [p.file_name for p in s.exec(select(Post))] == ["once.jpg"]
+            feed = s.get(DriveFeed, feed_id)
+            assert feed.last_error is None and feed.lease_owner is None
+            assert s.get(Watch, wid).last_poll_error is None
+            b_token = feed.page_token
+        [again] = e.poll()  # the next poll starts from B's token: nothing new, nothing twice
+        assert (again.queued, again.error) == (0, None)
+        with session_scope(e.app.engine) as s:
+            assert s.exec(select(sa.func.count()).select_from(Post)).one() == 1
+            assert s.get(DriveFeed, feed_id).page_token is not None and b_token is not None
+    finally:
+        e.close()

@@ -79,6 +79,7 @@ class FeedResult:
     complete: bool = True
     error: str | None = None
     problems: dict[int, str] = field(default_factory=dict)
+    superseded: bool = False  # our lease lapsed and another replica read the feed: it records, we drop ours
 
 
 def _active_watches(s: Session, connection_id: int) -> list[Watch]:
@@ -106,6 +107,7 @@ def poll_feed(ctx, feed_id: int) -> FeedResult:
         if feed is None or feed.lease_owner != ctx.owner:
             return FeedResult(error="feed not leased")
         cid, token = feed.connection_id, feed.page_token
+        stored_token = token
         watches = _active_watches(s, cid)
         specs = [_spec(w) for w in watches]
         interval = _interval(ctx.cfg, watches)
@@ -153,7 +155,10 @@ def poll_feed(ctx, feed_id: int) -> FeedResult:
         log.exception("drive.poll_crashed", extra=fields(connection_id=cid))
         return _failed(ctx, feed_id, cid, [w.id for w in watches], StepError(f"internal error: {exc!r}"), interval)
 
-    _record(ctx, cid, events, left, problems, result)
+    _record(ctx, feed_id, stored_token, cid, events, left, problems, result)
+    if result.superseded:
+        log.info("drive.poll_superseded", extra=fields(connection_id=cid))
+        return result
     if admission is not None and admission.probing:
         with session_scope(ctx.engine) as s:
             pauses.lift(s, f"connection:{cid}", "a poll of the account succeeded")
@@ -258,14 +263,22 @@ def _seen_md5s(s: Session, watch_id: int, md5s: list[str]) -> set[str]:
     return out
 
 
-def _record(ctx, cid: int, events: list[FolderEvent], left: dict[str, str], problems: list[WatchProblem],
-            result: FeedResult) -> None:
+def _record(ctx, feed_id: int, stored_token: str | None, cid: int, events: list[FolderEvent], left: dict[str, str],
+            problems: list[WatchProblem], result: FeedResult) -> None:
+    """Record a poll's events, only while this replica still holds the feed from the token it read: the feed
+    row is locked first (PostgreSQL; SQLite's writer is alone anyway), so a replica whose lease lapsed
+    mid-poll and was taken over finds another owner or a newer token and records nothing (the other one
+    read, or reads, the same changes) instead of racing it on what was already recorded."""
     from aiposter.core.pipeline import _create_post
 
     by_watch: dict[int, list[FolderEvent]] = {}
     for e in events:
         by_watch.setdefault(e.watch, []).append(e)
     with session_scope(ctx.engine) as s:
+        feed = s.exec(select(DriveFeed).where(DriveFeed.id == feed_id).with_for_update()).first()
+        if feed is None or feed.lease_owner != ctx.owner or feed.page_token != stored_token:
+            result.superseded = True
+            return
         for p in problems:
             result.problems[p.watch] = f"folder: {p.error}"
             w = s.get(Watch, p.watch)
