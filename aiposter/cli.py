@@ -424,6 +424,8 @@ DriveOpt = Annotated[str | None, typer.Option("--drive", help="A Google Drive fo
                                                  "--connection): a Drive watch.")]
 SubfoldersOpt = Annotated[bool | None, typer.Option("--subfolders/--no-subfolders",
                                                     help="Drive: also files in subfolders.")]
+ImageTypesOpt = Annotated[str | None, typer.Option("--image-types", help='Image types to post, e.g. "jpeg,png,heic" '
+                                                   '(names or MIME types); "" for the source\'s default.')]
 
 
 @watch_app.command("add")
@@ -434,7 +436,8 @@ def watch_add(folder: FolderOpt = None, user: Annotated[str | None, typer.Option
               backfill: BackfillOpt = None, max_age_hours: MaxAgeOpt = None, min_spacing: SpacingOpt = None,
               enabled: EnabledOpt = None, approval: ApprovalOpt = None, review_ttl_hours: ReviewTtlOpt = None,
               schedule: ScheduleOpt = None, timezone: TimezoneOpt = None, daily_cap: DailyCapOpt = None,
-              drive: DriveOpt = None, subfolders: SubfoldersOpt = None, as_json: JsonOpt = False) -> None:
+              drive: DriveOpt = None, subfolders: SubfoldersOpt = None, image_types: ImageTypesOpt = None,
+              as_json: JsonOpt = False) -> None:
     """Add a watch (a local folder with --folder, a Drive folder with --drive URL --connection ID)."""
     if drive:
         if folder:
@@ -448,6 +451,7 @@ def watch_add(folder: FolderOpt = None, user: Annotated[str | None, typer.Option
                  backfill, max_age_hours, min_spacing, enabled, approval, review_ttl_hours, schedule, timezone,
                  daily_cap)
     spec.include_subfolders = subfolders
+    spec.image_types = None if image_types is None else [image_types]
     cfg = load_config()
     # A Drive watch reads the connection's tokens: the key is loaded before the unit of work begins.
     application = open_db(cfg, keys=spec.source == "google_drive", create=False)
@@ -496,11 +500,12 @@ def watch_edit(watch_id: int, folder: FolderOpt = None, name: NameOpt = None, so
                captioner: CaptionerOpt = None, backfill: BackfillOpt = None, max_age_hours: MaxAgeOpt = None,
                min_spacing: SpacingOpt = None, enabled: EnabledOpt = None, approval: ApprovalOpt = None,
                review_ttl_hours: ReviewTtlOpt = None, schedule: ScheduleOpt = None, timezone: TimezoneOpt = None,
-               daily_cap: DailyCapOpt = None, as_json: JsonOpt = False) -> None:
+               daily_cap: DailyCapOpt = None, image_types: ImageTypesOpt = None, as_json: JsonOpt = False) -> None:
     """Edit a watch (only the options given change). A running daemon picks it up at its next tick."""
     spec = _spec(folder, name, source, connection, interval, target, template, template_file, captioner,
                  backfill, max_age_hours, min_spacing, enabled, approval, review_ttl_hours, schedule, timezone,
                  daily_cap)
+    spec.image_types = None if image_types is None else [image_types]
     cfg = load_config()
     application = open_db(cfg, create=False)  # with the key: a Drive watch's folder is checked with its tokens
     try:
@@ -518,10 +523,10 @@ def watch_edit(watch_id: int, folder: FolderOpt = None, name: NameOpt = None, so
 @watch_app.command("remove")
 def watch_remove(watch_id: int, yes: Annotated[bool, typer.Option("--yes", "-y")] = False) -> None:
     """Remove a watch and its post records."""
-    with cli_session() as (cfg, s):
+    with cli_app() as (cfg, application, s):  # with the key: the last Drive watch stops its push channel
         w = service_call(lambda: watches_svc.get_watch(s, watch_id))
         confirm(yes, f"Remove watch {watch_id} ({w.folder}) and its post records?")
-        watches_svc.delete_watch(s, w, store_for(cfg))
+        watches_svc.delete_watch(s, w, store_for(cfg), cfg, application.keyring)
     typer.echo(f"removed watch {watch_id}")
 
 

@@ -103,6 +103,14 @@ class WatchDefaultsConfig(Section):
     maximum_age_hours: float = Field(0, ge=0)
     settle_seconds: float = Field(2.0, ge=0)
     review_ttl_hours: float = Field(72.0, gt=0, le=24 * 365)
+    image_types: list[str] = []  # empty: each source's default
+
+    @field_validator("image_types")
+    @classmethod
+    def _known_types(cls, values: list[str]) -> list[str]:
+        from aiposter.core import image_types
+
+        return list(image_types.parse(values))
 
 
 class TemplateCaptionerConfig(Section):

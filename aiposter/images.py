@@ -174,6 +174,16 @@ def _draft(img: Image.Image, max_edge: int) -> None:
             return
 
 
+def format_of(path: Path) -> str | None:
+    """The file's image format as Pillow names it ("JPEG", "HEIF"...), read from its header only; None when
+    it is not an image Pillow knows (:func:`prepare` then says what is wrong)."""
+    try:
+        with Image.open(path) as img:
+            return img.format
+    except Exception:  # noqa: BLE001 - any parser failure means "not identified"; prepare reports it
+        return None
+
+
 @contextmanager
 def open_untrusted(path: Path, max_pixels: int, reduce_to: int | None = None) -> Iterator[Image.Image]:
     """Open an image from an untrusted source under the decompression-bomb guard. Any failure to decode,

@@ -164,6 +164,10 @@ class WatchFields(Request):
         None, description="At most this many posts per destination per local day (0: no cap).")
     enabled: bool | None = None
     include_subfolders: bool | None = Field(None, description="Drive watches: also files in subfolders.")
+    image_types: list[Text(100)] | None = Field(
+        None, max_length=20, description='The image types it posts: MIME types or names ("jpeg", "png", "webp", '
+        '"heic", "gif", "tiff"). [] : the source\'s default (Drive: JPEG, PNG, WebP, HEIC/HEIF; a local folder: '
+        'any image the server decodes).')
 
 
 class WatchCreate(WatchFields):
@@ -201,6 +205,7 @@ class WatchOut(BaseModel):
                     "account needs reconnecting or the source asked to back off (last_poll_error says which).")
     baseline_done: bool
     include_subfolders: bool = False
+    image_types: list[str] | None = Field(None, description="MIME types; null: the source's default.")
     last_poll_at: datetime | None
     last_poll_error: str | None
     next_poll_at: datetime | None

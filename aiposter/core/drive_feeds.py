@@ -39,15 +39,22 @@ def poll_connection_now(s: Session, connection_id: int) -> bool:
                      .values(next_poll_at=utcnow())).rowcount == 1
 
 
+def has_drive_watch(connection_id, *, processing: bool = False) -> sa.Exists:
+    """EXISTS an enabled Drive watch of an enabled user on this connection (a column or a value);
+    ``processing``: and its user has not paused processing."""
+    q = (sa.select(Watch.id).join(User, User.id == Watch.user_id)
+         .where(Watch.source == SOURCE, Watch.source_connection_id == connection_id, Watch.enabled.is_(True),
+                User.disabled.is_(False)))
+    if processing:
+        q = q.where(User.processing_paused.is_(False))
+    return q.exists()
+
+
 def claim_feeds(s: Session, owner: str, lease_seconds: int, limit: int, now: datetime | None = None) -> list[int]:
     """Due feeds of connections with at least one enabled Drive watch of an active user."""
     now = now or utcnow()
-    has_watch = (sa.select(Watch.id).join(User, User.id == Watch.user_id)
-                 .where(Watch.source == SOURCE, Watch.source_connection_id == DriveFeed.connection_id,
-                        Watch.enabled.is_(True), User.processing_paused.is_(False), User.disabled.is_(False))
-                 .exists())
     q = (sa.select(DriveFeed.id)
-         .where(DriveFeed.next_poll_at <= now, has_watch)
+         .where(DriveFeed.next_poll_at <= now, has_drive_watch(DriveFeed.connection_id, processing=True))
          .where(sa.or_(DriveFeed.lease_expires_at.is_(None), DriveFeed.lease_expires_at < now))
          .order_by(DriveFeed.next_poll_at, DriveFeed.id)
          .limit(limit)

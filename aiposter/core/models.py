@@ -128,6 +128,9 @@ class Watch(SQLModel, table=True):
     include_subfolders: bool = Field(default=False, sa_column=sa.Column(
         sa.Boolean, nullable=False, server_default=sa.false()))
     drive_id: str | None = None
+    # The image types it posts, canonical MIME types comma-separated (aiposter.core.image_types); None:
+    # its source's default (Drive: JPEG, PNG, WebP, HEIC/HEIF; local: whatever the decoder reads).
+    image_types: str | None = _text()
     cursor: str | None = _text()  # source-specific resume state (e.g. a Drive changes token)
     next_poll_at: datetime = Field(default_factory=utcnow)
     last_poll_at: datetime | None = None

@@ -38,8 +38,8 @@ from sqlmodel import Session, select
 
 from aiposter import images, metrics
 from aiposter.config import Config
-from aiposter.core import credentials, pauses, registry, schedule, states
-from aiposter.core.errors import CaptionError, PublishError, StepError
+from aiposter.core import credentials, image_types, pauses, registry, schedule, states
+from aiposter.core.errors import CaptionError, PublishError, SourceError, StepError
 from aiposter.core.media import MediaStore, MediaUrls, post_key, store_for, urls_for
 from aiposter.core.models import (
     Post,
@@ -412,6 +412,7 @@ def _download(ctx: Context, post_id: int) -> bool:
     with session_scope(ctx.engine) as s:
         post, w, _ = _load(s, post_id)
         ref, source_ref, source_name = _watch_ref(w), post.source_ref, w.source
+        chosen_types = w.image_types
     media = ctx.media
     raw, work, key = media.work_path(post_id, "download"), media.work_path(post_id, "prepared"), post_key(post_id)
     # A source reached through an account (Drive) shares that account's pause: rate limits and outages
@@ -428,6 +429,8 @@ def _download(ctx: Context, post_id: int) -> bool:
             probing = admission.probing
     try:
         ctx.source(source_name).fetch(ref, source_ref, raw, ctx.cfg.images.max_file_bytes)
+        if chosen_types:
+            _check_type(raw, chosen_types)
         duplicate = _claim_content(ctx, post_id, ref.id, _sha256(raw))
         if duplicate is not None:
             _skip_duplicate(ctx, post_id, duplicate)
@@ -474,8 +477,20 @@ def _download(ctx: Context, post_id: int) -> bool:
     return True
 
 
-# A file that left the source before it was downloaded (trashed in Drive): skipped with the reason, not failed.
-SOURCE_GONE = ("trashed",)
+# A file that left the source before it was downloaded (trashed in Drive), or whose image type the watch
+# does not take: skipped with the reason, not failed.
+SOURCE_GONE = ("trashed", "type_not_taken")
+
+
+def _check_type(path: Path, column: str) -> None:
+    """A watch that chose its image types posts only those (a local folder's files are known by their
+    decoded format; Drive's are filtered by MIME type before, and checked here again by their bytes)."""
+    fmt = images.format_of(path)
+    mimes = image_types.of_format(fmt)
+    if fmt is None or any(m in image_types.from_column(column) for m in mimes):
+        return  # not identified: prepare() says what is wrong
+    raise SourceError(image_types.not_taken(mimes[0] if mimes else fmt, column, ()), permanent=True,
+                      code="type_not_taken")
 # Faults of the account behind a source, shared by all its posts (issue 7's pauses).
 CONNECTION_FAULTS = ("timeout", "connection", "server_error", "overloaded", "rate_limited", "quota")
 

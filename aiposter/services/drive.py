@@ -13,11 +13,12 @@ from __future__ import annotations
 import json
 import logging
 
+import sqlalchemy as sa
 from sqlmodel import Session, select
 
 from aiposter import crypto
 from aiposter.config import Config
-from aiposter.core import credentials
+from aiposter.core import credentials, image_types
 from aiposter.core.errors import SourceError, StepError
 from aiposter.core.models import Connection, User, Watch, utcnow
 from aiposter.services import Invalid, ServiceError, Unavailable, get_owned
@@ -95,6 +96,7 @@ def prepare_watch(s: Session, cfg: Config, keyring: crypto.Keyring | None, watch
                 # The token first: whatever changes while the folder is listed is read by the first poll.
                 feed.page_token = ds.client.start_page_token()
             listing = list_watch(ds.client, WatchSpec(watch.id, folder.id, watch.include_subfolders,
+                                                      image_types.from_column(watch.image_types),
                                                       drive_id=folder.drive_id))
         except SourceError as exc:
             if exc.permanent:
@@ -135,22 +137,41 @@ def disconnect(s: Session, cfg: Config, keyring: crypto.Keyring | None, connecti
     token at Google, both best effort. Returns a note for the user when Google did not confirm."""
     if connection.provider != PROVIDER:
         return None
+    _stop_channels(s, cfg, keyring, connection)
+    return revoke(cfg, keyring, connection)
+
+
+def release_push(s: Session, cfg: Config, keyring: crypto.Keyring | None, connection_id: int | None) -> int:
+    """After a Drive watch was deleted, disabled or moved to another account: if its connection has no
+    enabled Drive watch left, stop the connection's push channels (at Google best effort; the rows and
+    secrets at once) instead of leaving them open until they expire. Returns how many Google confirmed."""
+    from aiposter.core.drive_feeds import has_drive_watch
+
+    if connection_id is None or s.execute(sa.select(has_drive_watch(connection_id))).scalar():
+        return 0
+    connection = s.get(Connection, connection_id)
+    return 0 if connection is None else _stop_channels(s, cfg, keyring, connection)
+
+
+def _stop_channels(s: Session, cfg: Config, keyring: crypto.Keyring | None, connection: Connection) -> int:
     from aiposter.core.models import DrivePushChannel
     from aiposter.sources.google_drive import channels
 
-    if keyring is not None and connection.credentials and s.exec(
-            select(DrivePushChannel).where(DrivePushChannel.connection_id == connection.id)).first():
+    if not s.exec(select(DrivePushChannel.id).where(DrivePushChannel.connection_id == connection.id)).first():
+        return 0
+    client = None
+    if keyring is not None and connection.credentials:
         try:
             secrets = json.loads(keyring.decrypt(connection.credentials,
                                                  context=crypto.connection_context(connection.id)))
             client = DriveClient({k: v for k, v in secrets.items() if k != "client_secret"}, settings_for(cfg))
-            try:
-                channels.stop_all(s, cfg, keyring, connection, client)
-            finally:
-                client.close()
         except (crypto.DecryptError, ValueError, StepError):
             pass  # the channels expire on their own; their notifications match nothing once the rows are gone
-    return revoke(cfg, keyring, connection)
+    try:
+        return channels.stop_all(s, keyring, connection.id, client)
+    finally:
+        if client is not None:
+            client.close()
 
 
 def revoke(cfg: Config, keyring: crypto.Keyring | None, connection: Connection) -> str | None:

@@ -13,7 +13,7 @@ from sqlmodel.sql.sqltypes import AutoString
 from aiposter import captioners
 from aiposter.captioners.template import check_template
 from aiposter.config import Config
-from aiposter.core import credentials, registry
+from aiposter.core import credentials, image_types, registry
 from aiposter.core.media import MediaStore
 from aiposter.core.models import Connection, User, Watch, WatchTarget, utcnow
 from aiposter.services import Invalid, get_owned
@@ -44,6 +44,7 @@ class WatchSpec:
     daily_cap: int | None = None  # 0: no cap
     enabled: bool | None = None
     include_subfolders: bool | None = None  # Drive watches: also files in subfolders
+    image_types: list[str] | None = None  # MIME types or names ("jpeg, png"); []: the source's default
 
 
 def parse_target(s: Session, user: User, text: str) -> tuple[str, int | None]:
@@ -101,6 +102,11 @@ def _validate(s: Session, cfg: Config, user: User, spec: WatchSpec, watch: Watch
     if spec.min_spacing_seconds is not None and spec.min_spacing_seconds < 0:
         raise Invalid("min_spacing_seconds must be 0 or more", field="min_spacing_seconds")
     _validate_editorial(spec)
+    if spec.image_types is not None:
+        try:
+            spec.image_types = list(image_types.parse(spec.image_types))
+        except ValueError as exc:
+            raise Invalid(str(exc), field="image_types") from None
     if spec.captioner:
         try:
             registry.entry(registry.CAPTIONER, spec.captioner)
@@ -170,6 +176,8 @@ def _apply(s: Session, user: User, watch: Watch, spec: WatchSpec, allow_any_fold
             watch.folder_set_by_admin = allow_any_folder
         if f.name in ("captioner", "schedule_tz", "schedule_windows") and value == "":
             value = None
+        if f.name == "image_types":
+            value = image_types.to_column(tuple(value))
         setattr(watch, f.name, value)
     if spec.targets is not None:
         parsed = [parse_target(s, user, t) for t in spec.targets]
@@ -187,8 +195,10 @@ def create_watch(s: Session, cfg: Config, user: User, spec: WatchSpec, allow_any
                  keyring=None) -> Watch:
     if not spec.folder:
         raise Invalid("folder is required", field="folder")
-    _validate(s, cfg, user, spec, None, allow_any_folder)
     d = cfg.watch_defaults
+    if spec.image_types is None and d.image_types:
+        spec.image_types = list(d.image_types)
+    _validate(s, cfg, user, spec, None, allow_any_folder)
     watch = Watch(user_id=user.id, folder=spec.folder, interval_seconds=d.interval_seconds,
                   min_spacing_seconds=d.min_spacing_seconds, maximum_age_hours=d.maximum_age_hours,
                   review_ttl_hours=d.review_ttl_hours)
@@ -211,6 +221,8 @@ def update_watch(s: Session, cfg: Config, user: User, watch: Watch, spec: WatchS
                  allow_any_folder: bool = False, keyring=None) -> Watch:
     _validate(s, cfg, user, spec, watch, allow_any_folder)
     folder_changed = spec.folder is not None and spec.folder != watch.folder
+    types_before = watch.image_types
+    drive_before = watch.source_connection_id if watch.source == "google_drive" else None
     _apply(s, user, watch, spec, allow_any_folder)
     if folder_changed:
         # A new folder gets a new baseline, like a new watch.
@@ -219,10 +231,17 @@ def update_watch(s: Session, cfg: Config, user: User, watch: Watch, spec: WatchS
         watch.cursor = None
         watch.last_poll_error = None
     if watch.source == "google_drive" and (folder_changed or spec.source_connection_id is not None
-                                           or spec.include_subfolders is not None):
+                                           or spec.include_subfolders is not None
+                                           or watch.image_types != types_before):
+        # What the watch takes changed: a new baseline, so files already there of a type it now takes
+        # are not posted as new when Drive next reports them (a rename, say).
         from aiposter.services import drive
         watch.baseline_done, watch.baseline_at = False, utcnow()
         drive.prepare_watch(s, cfg, keyring, watch)
+    if drive_before is not None and (spec.enabled is False or watch.source_connection_id != drive_before
+                                     or watch.source != "google_drive"):
+        from aiposter.services import drive
+        drive.release_push(s, cfg, keyring, drive_before)  # the account's last Drive watch: stop its channel
     if spec.interval_seconds is not None or spec.enabled:
         watch.next_poll_at = utcnow()
         if watch.source == "google_drive" and watch.source_connection_id:
@@ -251,13 +270,19 @@ def targets_by_watch(s: Session, watch_ids: list[int]) -> dict[int, list[str]]:
     return out
 
 
-def delete_watch(s: Session, watch: Watch, media: MediaStore) -> None:
+def delete_watch(s: Session, watch: Watch, media: MediaStore, cfg: Config | None = None, keyring=None) -> None:
+    """Delete the watch and its posts' media. The last Drive watch of an account takes the account's push
+    channel with it (stopped at Google with ``cfg`` and ``keyring``, best effort; its row at once)."""
     from aiposter.core.models import Post
 
     for pid in s.exec(select(Post.id).where(Post.watch_id == watch.id)):
         media.delete_post(pid)
+    drive_connection = watch.source_connection_id if watch.source == "google_drive" else None
     s.delete(watch)
     s.flush()
+    if drive_connection is not None and cfg is not None:
+        from aiposter.services import drive
+        drive.release_push(s, cfg, keyring, drive_connection)
 
 
 def poll_now(s: Session, watch: Watch) -> Watch:
@@ -282,8 +307,8 @@ def _plain(col):
 # for the one-watch view (watch_dict) and the list endpoint's Core query (list_dicts), so they cannot drift.
 _OUT = ("id", "name", "source", "source_connection_id", "folder", "folder_name", "interval_seconds",
         "prompt_template", "captioner", "backfill", "maximum_age_hours", "min_spacing_seconds", "approval",
-        "review_ttl_hours", "schedule_tz", "schedule_windows", "daily_cap", "include_subfolders", "enabled",
-        "baseline_done", "last_poll_error")
+        "review_ttl_hours", "schedule_tz", "schedule_windows", "daily_cap", "include_subfolders", "image_types",
+        "enabled", "baseline_done", "last_poll_error")
 _TIMES = ("last_poll_at", "next_poll_at", "created_at")
 
 
@@ -313,6 +338,7 @@ def list_dicts(conn: sa.Connection, user_id: int) -> list[dict]:
     for w in ws:
         d = dict(w._mapping)
         d["targets"] = targets[w.id]
+        d["image_types"] = _types_out(d["image_types"])
         d["status"] = watch_status(w)
         for k in _TIMES:
             d[k] = json_time(d[k])
@@ -329,9 +355,15 @@ def watch_dict(s: Session, w: Watch, targets: list[str] | None = None) -> dict:
     if targets is None:
         targets = targets_by_watch(s, [w.id])[w.id]
     d = {k: getattr(w, k) for k in _OUT}
+    d["image_types"] = _types_out(d["image_types"])
     d.update(user_id=w.user_id, targets=targets, status=watch_status(w))
     d.update({k: _iso(getattr(w, k)) for k in _TIMES})
     return d
+
+
+def _types_out(column: str | None) -> list[str] | None:
+    """A watch's image types as the API shows them: MIME types, or None for its source's default."""
+    return list(image_types.from_column(column)) if column else None
 
 
 def watch_status(w: Watch) -> str:

@@ -19,7 +19,7 @@ from aiposter.api.deps import DB, Application, client_address, public_url
 from aiposter.api.routes.connections import _callback_path, _cookie, redirect_uri
 from aiposter.captioners.template import SAMPLE_VARIABLES, normalize_hashtags
 from aiposter.captioners.template import render as render_template
-from aiposter.core import registry, states
+from aiposter.core import image_types, registry, states
 from aiposter.core.errors import CaptionError
 from aiposter.core.models import AuthSession, User, utcnow
 from aiposter.db import read_scope
@@ -223,11 +223,12 @@ def _form_context(s, app, browser, values: dict, watch_id: int | None = None, er
 
 def _spec_from_form(form) -> tuple[watches.WatchSpec, dict]:
     values = {k: form.get(k, "") for k in ("name", "source", "folder", "source_connection_id", "interval_minutes",
-                                           "captioner", "prompt_template")}
+                                           "captioner", "prompt_template", "image_types")}
     values["targets"] = form.getlist("targets")
     spec = watches.WatchSpec(name=values["name"].strip() or None, source=values["source"] or "local",
                              folder=values["folder"].strip(), targets=values["targets"],
-                             captioner=values["captioner"], prompt_template=values["prompt_template"] or None)
+                             captioner=values["captioner"], prompt_template=values["prompt_template"] or None,
+                             image_types=[values["image_types"]])  # "": the source's default
     if values["source_connection_id"]:
         try:
             spec.source_connection_id = int(values["source_connection_id"])
@@ -247,7 +248,8 @@ def _spec_from_form(form) -> tuple[watches.WatchSpec, dict]:
 @router.get("/watches/new")
 def new_watch(request: Request, browser: SignedIn, s: DB, app: Application) -> Response:
     values = {"source": "local", "targets": ["outbox"], "captioner": "",
-              "interval_minutes": app.cfg.watch_defaults.interval_seconds / 60}
+              "interval_minutes": app.cfg.watch_defaults.interval_seconds / 60,
+              "image_types": image_types.describe(app.cfg.watch_defaults.image_types)}
     return page(request, "watch_form.html", _form_context(s, app, browser, values))
 
 
@@ -269,7 +271,8 @@ async def create_watch(request: Request, browser: Checked, s: DB, app: Applicati
 def edit_watch_page(watch_id: int, request: Request, browser: SignedIn, s: DB, app: Application) -> Response:
     w = watches.watch_dict(s, watches.get_watch(s, watch_id, browser.user))
     values = {**w, "interval_minutes": w["interval_seconds"] / 60, "captioner": w["captioner"] or "",
-              "source_connection_id": w["source_connection_id"] or "", "prompt_template": w["prompt_template"] or ""}
+              "source_connection_id": w["source_connection_id"] or "", "prompt_template": w["prompt_template"] or "",
+              "image_types": image_types.describe(w["image_types"] or ())}
     return page(request, "watch_form.html", _form_context(s, app, browser, values, watch_id))
 
 
@@ -311,14 +314,15 @@ def watch_action(watch_id: int, action: str, request: Request, browser: Checked,
                  app: Application) -> Response:
     w = watches.get_watch(s, watch_id, browser.user)
     if action in ("pause", "resume"):
-        watches.update_watch(s, app.cfg, browser.user, w, watches.WatchSpec(enabled=action == "resume"))
+        watches.update_watch(s, app.cfg, browser.user, w, watches.WatchSpec(enabled=action == "resume"),
+                             keyring=app.keyring)
         msg = f"Watch “{w.name}” {'paused' if action == 'pause' else 'resumed'}."
     elif action == "poll":
         watches.poll_now(s, w)
         msg = f"Watch “{w.name}” will look for new images within seconds."
     elif action == "delete":
         name = w.name
-        watches.delete_watch(s, w, app.media)
+        watches.delete_watch(s, w, app.media, app.cfg, app.keyring)
         msg = f"Watch “{name}” and its post records were deleted."
     else:
         raise NotFound(f"no action {action}")

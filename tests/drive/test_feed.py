@@ -38,6 +38,8 @@ class Watcher:
     def poll(self):
         result = poll_changes(self.client, self.token, self.watches, cache=self.cache)
         for ev in result.events:
+            if not ev.selected:  # an image of a type the watch does not take: the poller skips it
+                continue
             seen = self.seen[ev.watch]
             verdict = classify(ev.file, seen, {m for m in seen.values() if m})
             self.verdicts.append((ev.watch, ev.file.name, verdict))
@@ -137,8 +139,9 @@ def test_image_types_are_configurable_per_watch(fake, client, photos):
     w = Watcher(client, [WatchSpec("jpeg-only", photos, image_types=("image/jpeg",)), WatchSpec("all", photos)])
     fake.add_file("a.png", photos, mime="image/png", content=b"png")
     fake.add_file("b.jpg", photos, content=b"jpg")
-    w.poll()
+    result = w.poll()
     assert w.posted == {"jpeg-only": ["b.jpg"], "all": ["a.png", "b.jpg"]}
+    assert [(e.watch, e.file.name) for e in result.events if not e.selected] == [("jpeg-only", "a.png")]
 
 
 def test_shortcuts_to_images_resolve_to_their_target(fake, client, photos):

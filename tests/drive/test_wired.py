@@ -446,7 +446,7 @@ def test_push_channel_renewed_before_expiry_and_stopped_on_disconnect(tmp_path, 
         cid = e.connect()
         e.add_watch(drive.add_folder("Photos"), cid)
         assert channels.maintain(e.ctx)["opened"] == 1
-        assert channels.maintain(e.ctx) == {"opened": 0, "renewed": 0, "failed": 0}  # not due yet
+        assert channels.maintain(e.ctx) == {"opened": 0, "renewed": 0, "failed": 0, "stopped": 0}  # not due yet
         with session_scope(e.app.engine) as s:
             first = s.exec(select(DrivePushChannel)).one()
             assert "token" not in first.token and first.connection_id == cid  # ciphertext

@@ -331,6 +331,14 @@ class Fault:
 
 
 @dataclass
+class Hold:
+    """A request stalled until the test releases it (``arrived`` is set when it comes in)."""
+
+    arrived: threading.Event = field(default_factory=threading.Event)
+    release: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass
 class Channel:
     id: str
     resource_id: str
@@ -366,6 +374,7 @@ class FakeDrive:
         self.deliveries: list[Delivery] = []
         self.counts: Counter[str] = Counter()
         self.faults: dict[str, deque[Fault]] = {}
+        self.holds: dict[str, deque[Hold]] = {}
         self.allow_http_push = allow_http_push
         self.revoked: list[str] = []
         self._clock = time.time()
@@ -631,6 +640,13 @@ class FakeDrive:
             Fault(status, reason, message, domain, retry_after, hang, body, after if k == 0 else 0)
             for k in range(times))
 
+    def hold_next(self, endpoint: str) -> Hold:
+        """Stall the next request to ``endpoint`` until ``hold.release`` is set (a slow answer, on cue)."""
+        hold = Hold()
+        with self.lock:
+            self.holds.setdefault(endpoint, deque()).append(hold)
+        return hold
+
     def reset_counts(self):
         self.counts.clear()
 
@@ -678,6 +694,10 @@ class FakeDrive:
                     queue[0].after -= 1
                 elif queue:
                     fault = queue.popleft()
+                hold = self.holds[name].popleft() if self.holds.get(name) else None
+            if hold is not None:
+                hold.arrived.set()
+                hold.release.wait(30)
             try:
                 if fault:
                     self._raise_fault(fault)

@@ -91,6 +91,27 @@ def test_watch_form_error_names_the_field_and_keeps_the_input(client, ann, photo
     assert "Holiday" in client.get("/watches").text
 
 
+def test_watch_form_image_types_one_field(client, ann, photos):
+    sign_in(client, ann.email)
+    page = client.get("/watches/new").text
+    assert 'id="image_types"' in page
+    form = {"csrf": csrf_of(page), "name": "Pics", "source": "local", "folder": str(photos), "targets": "outbox",
+            "interval_minutes": "5", "image_types": "jpeg, bmp"}
+    r = client.post("/watches/new", data=form)
+    assert r.status_code == 422 and 'id="image_types-error"' in r.text and "unknown image type" in r.text
+    assert 'value="jpeg, bmp"' in r.text
+    r = client.post("/watches/new", data={**form, "image_types": "png, JPG"}, follow_redirects=False)
+    assert r.status_code == 303
+    [w] = client.get("/api/v1/watches", headers=ann.headers).json()
+    assert w["image_types"] == ["image/jpeg", "image/png"]
+    edit = client.get(f"/watches/{w['id']}/edit").text
+    assert 'value="jpeg, png"' in edit
+    r = client.post(f"/watches/{w['id']}/edit", data={**form, "csrf": csrf_of(edit), "image_types": ""},
+                    follow_redirects=False)
+    assert r.status_code == 303
+    assert client.get(f"/api/v1/watches/{w['id']}", headers=ann.headers).json()["image_types"] is None
+
+
 def test_prompt_preview_renders_in_the_sandbox(client, ann):
     sign_in(client, ann.email)
     csrf = csrf_of(client.get("/watches/new").text)

@@ -55,13 +55,14 @@ def update_watch(watch_id: PathId, body: WatchUpdate, user: CurrentUser, s: DB, 
 @router.delete("/{watch_id}", response_model=Done, responses=ONE)
 def delete_watch(watch_id: PathId, user: CurrentUser, s: DB, app: Application) -> Done:
     """Delete the watch with its post records."""
-    watches.delete_watch(s, watches.get_watch(s, watch_id, user), app.media)
+    watches.delete_watch(s, watches.get_watch(s, watch_id, user), app.media, app.cfg, app.keyring)
     return Done(detail=f"watch {watch_id} deleted")
 
 
 def _set_enabled(s, app, user, watch_id: int, enabled: bool) -> WatchOut:
     w = watches.get_watch(s, watch_id, user)
-    return _out(s, watches.update_watch(s, app.cfg, user, w, watches.WatchSpec(enabled=enabled)))
+    return _out(s, watches.update_watch(s, app.cfg, user, w, watches.WatchSpec(enabled=enabled),
+                                        keyring=app.keyring))
 
 
 @router.post("/{watch_id}/pause", response_model=WatchOut, responses=ONE)

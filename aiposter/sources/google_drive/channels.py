@@ -6,7 +6,9 @@ page token, and renews it before it expires (new channel first, then the old one
 API's ``POST /api/v1/drive/push`` (:func:`receive`) checks a notification against the stored channel (id,
 secret token in constant time, resource id, expiry) and makes that connection's feed due now, so a change
 is seen within a tick. Polling stays on as the safety net, at the watches' interval. Disconnecting stops
-the connection's channels (:func:`stop_all`).
+the connection's channels (:func:`stop_all`), and so does deleting, disabling or moving its last Drive watch
+(``services.drive.release_push``); housekeeping stops the channels of connections left without an enabled
+Drive watch as the safety net (:func:`stop_idle`).
 
 The channel's secret token is stored encrypted like a credential (``drive_push_channel.token``).
 """
@@ -23,9 +25,9 @@ from sqlmodel import Session, select
 from aiposter import crypto
 from aiposter.config import Config
 from aiposter.core import credentials
-from aiposter.core.drive_feeds import poll_connection_now
+from aiposter.core.drive_feeds import has_drive_watch, poll_connection_now
 from aiposter.core.errors import StepError
-from aiposter.core.models import Connection, DriveFeed, DrivePushChannel, User, Watch, utcnow
+from aiposter.core.models import Connection, DriveFeed, DrivePushChannel, utcnow
 from aiposter.db import session_scope
 from aiposter.sources.google_drive.push import (
     PushChannel,
@@ -66,15 +68,15 @@ def maintain(ctx) -> dict[str, int]:
     """Housekeeping: open missing channels, renew those close to expiry. Each connection is handled under
     its feed's lease, so replicas do not open two channels for one account."""
     counts = {"opened": 0, "renewed": 0, "failed": 0}
-    if not push_enabled(ctx.cfg) or ctx.keyring is None:
+    if ctx.keyring is None:
+        return counts
+    counts["stopped"] = stop_idle(ctx)
+    if not push_enabled(ctx.cfg):
         return counts
     now = utcnow()
     with session_scope(ctx.engine) as s:
-        has_watch = (sa.select(Watch.id).join(User, User.id == Watch.user_id)
-                     .where(Watch.source == "google_drive", Watch.source_connection_id == DriveFeed.connection_id,
-                            Watch.enabled.is_(True), User.disabled.is_(False)).exists())
         feeds = list(s.execute(sa.select(DriveFeed.id, DriveFeed.connection_id, DriveFeed.page_token)
-                               .where(has_watch, DriveFeed.page_token.is_not(None))))
+                               .where(has_drive_watch(DriveFeed.connection_id), DriveFeed.page_token.is_not(None))))
     source: DriveSource = ctx.source("google_drive")
     address = push_address(ctx.cfg)
     for feed_id, cid, token in feeds:
@@ -129,15 +131,37 @@ def receive(s: Session, keyring: crypto.Keyring | None, headers: Mapping[str, st
     return True
 
 
-def stop_all(s: Session, cfg: Config, keyring: crypto.Keyring | None, connection: Connection, client) -> int:
-    """Disconnect: stop the connection's channels at Google (best effort); the rows go with the connection."""
+def stop_all(s: Session, keyring: crypto.Keyring | None, connection_id: int, client) -> int:
+    """Stop the connection's channels at Google (best effort: with a ``client`` and the key) and delete
+    their rows (and secrets) at once, so a late notification matches nothing. Returns how many Google
+    confirmed."""
     stopped = 0
-    if keyring is None:
-        return 0
-    for row in s.exec(select(DrivePushChannel).where(DrivePushChannel.connection_id == connection.id)):
+    for row in s.exec(select(DrivePushChannel).where(DrivePushChannel.connection_id == connection_id)):
+        if client is not None and keyring is not None:
+            try:
+                unsubscribe(client, _as_channel(keyring, row))
+                stopped += 1
+            except (StepError, crypto.DecryptError):
+                pass  # it expires on its own within a day
+        s.delete(row)
+    s.flush()
+    return stopped
+
+
+def stop_idle(ctx) -> int:
+    """Housekeeping's safety net: stop the channels of connections with no enabled Drive watch left (a
+    watch removed by a path that could not reach Google, another replica's crash...)."""
+    with session_scope(ctx.engine) as s:
+        idle = list(s.exec(select(DrivePushChannel.connection_id).distinct()
+                           .where(~has_drive_watch(DrivePushChannel.connection_id))))
+    stopped = 0
+    for cid in idle:
         try:
-            unsubscribe(client, _as_channel(keyring, row))
-            stopped += 1
-        except (StepError, crypto.DecryptError):
-            pass
+            client = ctx.source("google_drive").client(cid)
+        except StepError:
+            client = None  # tokens unusable: the rows go anyway; Google's side expires on its own
+        with session_scope(ctx.engine) as s:
+            if not s.execute(sa.select(has_drive_watch(cid))).scalar():  # a watch added meanwhile keeps it
+                stopped += stop_all(s, ctx.keyring, cid, client)
+        log.info("drive.push_stopped_idle", extra={"connection_id": cid})
     return stopped

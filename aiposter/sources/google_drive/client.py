@@ -35,6 +35,7 @@ import httplib2
 from googleapiclient.discovery import build
 from googleapiclient.http import MediaIoBaseDownload
 
+from aiposter.core import image_types
 from aiposter.core.errors import ImageError, SourceError
 from aiposter.sources.google_drive import errors
 
@@ -43,7 +44,7 @@ log = logging.getLogger(__name__)
 FOLDER_MIME = "application/vnd.google-apps.folder"
 SHORTCUT_MIME = "application/vnd.google-apps.shortcut"
 NATIVE_PREFIX = "application/vnd.google-apps."
-DEFAULT_IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp", "image/heic", "image/heif")
+DEFAULT_IMAGE_TYPES = image_types.DEFAULT  # JPEG, PNG, WebP, HEIC/HEIF; a watch may choose others
 FILE_FIELDS = ("id,name,mimeType,md5Checksum,size,createdTime,modifiedTime,parents,description,trashed,driveId,"
                "shortcutDetails(targetId,targetMimeType)")
 CHANGE_FIELDS = (f"nextPageToken,newStartPageToken,changes(changeType,time,removed,fileId,driveId,"

@@ -28,6 +28,7 @@ from collections.abc import Container, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from aiposter.core import image_types
 from aiposter.core.errors import SourceError
 from aiposter.sources.google_drive.client import (
     DEFAULT_IMAGE_TYPES,
@@ -66,6 +67,7 @@ class FolderEvent:
     seen_at: datetime                   # the arrival time: when this poll saw the change
     change_time: datetime | None = None  # Drive's time of the change
     via: str = "change"                 # "change", "folder_arrived" (listed: its folder moved in), "listing"
+    selected: bool = True               # False: an image of a type the watch does not take (not posted)
 
 
 @dataclass(frozen=True)
@@ -182,7 +184,9 @@ class _Router:
         for w in watches:
             self.by_folder.setdefault(w.folder_id, []).append(w)
         self.any_subtree = any(w.include_subfolders for w in watches)
-        self.types = frozenset(t for w in watches for t in w.image_types)
+        # Every image type the pipeline reads, not only the watches' choices: an image of a type a watch
+        # does not take is reported to it as not selected (recorded with that reason), not as gone.
+        self.types = frozenset(image_types.SUPPORTED).union(t for w in watches for t in w.image_types)
         self.targets: dict[str, DriveFile | None] = {}
 
     def watches_for(self, parents: Iterable[str], *, subtree_only: bool = False) -> list[WatchSpec]:
@@ -297,12 +301,13 @@ def poll_changes(client: DriveClient, token: str, watches: Iterable[WatchSpec], 
         image = router.resolve(f)
         if image is None:
             continue
-        hits = [w for w in router.watches_for(f.parents) if image.mime_type in w.image_types]
+        hits = router.watches_for(f.parents)
         if not hits:
             result.left[fid] = "moved_out"
             continue
         for w in hits:
-            result.events.append(FolderEvent(w.key, image, seen_at, c.time))
+            result.events.append(FolderEvent(w.key, image, seen_at, c.time,
+                                             selected=image.mime_type in w.image_types))
 
     # A folder that moved into a watched tree brings its files along, but Drive reports only the folder.
     if router.any_subtree:

@@ -35,7 +35,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, select
 
 from aiposter import metrics
-from aiposter.core import credentials, pauses, states
+from aiposter.core import credentials, image_types, pauses, states
 from aiposter.core.drive_feeds import ensure_feed  # noqa: F401 - re-exported for the services
 from aiposter.core.errors import SourceError, StepError
 from aiposter.core.models import Connection, DriveFeed, Post, PostTarget, SourceFile, Watch, WatchTarget, utcnow
@@ -79,6 +79,7 @@ class FeedResult:
     complete: bool = True
     error: str | None = None
     problems: dict[int, str] = field(default_factory=dict)
+    superseded: bool = False  # our lease lapsed and another replica read the feed: it records, we drop ours
 
 
 def _active_watches(s: Session, connection_id: int) -> list[Watch]:
@@ -87,7 +88,8 @@ def _active_watches(s: Session, connection_id: int) -> list[Watch]:
 
 
 def _spec(w: Watch) -> WatchSpec:
-    return WatchSpec(key=w.id, folder_id=w.folder, include_subfolders=w.include_subfolders, drive_id=w.drive_id)
+    return WatchSpec(key=w.id, folder_id=w.folder, include_subfolders=w.include_subfolders,
+                     image_types=image_types.from_column(w.image_types), drive_id=w.drive_id)
 
 
 def _interval(cfg, watches: Iterable[Watch]) -> int:
@@ -105,6 +107,7 @@ def poll_feed(ctx, feed_id: int) -> FeedResult:
         if feed is None or feed.lease_owner != ctx.owner:
             return FeedResult(error="feed not leased")
         cid, token = feed.connection_id, feed.page_token
+        stored_token = token
         watches = _active_watches(s, cid)
         specs = [_spec(w) for w in watches]
         interval = _interval(ctx.cfg, watches)
@@ -152,7 +155,10 @@ def poll_feed(ctx, feed_id: int) -> FeedResult:
         log.exception("drive.poll_crashed", extra=fields(connection_id=cid))
         return _failed(ctx, feed_id, cid, [w.id for w in watches], StepError(f"internal error: {exc!r}"), interval)
 
-    _record(ctx, cid, events, left, problems, result)
+    _record(ctx, feed_id, stored_token, cid, events, left, problems, result)
+    if result.superseded:
+        log.info("drive.poll_superseded", extra=fields(connection_id=cid))
+        return result
     if admission is not None and admission.probing:
         with session_scope(ctx.engine) as s:
             pauses.lift(s, f"connection:{cid}", "a poll of the account succeeded")
@@ -257,14 +263,22 @@ def _seen_md5s(s: Session, watch_id: int, md5s: list[str]) -> set[str]:
     return out
 
 
-def _record(ctx, cid: int, events: list[FolderEvent], left: dict[str, str], problems: list[WatchProblem],
-            result: FeedResult) -> None:
+def _record(ctx, feed_id: int, stored_token: str | None, cid: int, events: list[FolderEvent], left: dict[str, str],
+            problems: list[WatchProblem], result: FeedResult) -> None:
+    """Record a poll's events, only while this replica still holds the feed from the token it read: the feed
+    row is locked first (PostgreSQL; SQLite's writer is alone anyway), so a replica whose lease lapsed
+    mid-poll and was taken over finds another owner or a newer token and records nothing (the other one
+    read, or reads, the same changes) instead of racing it on what was already recorded."""
     from aiposter.core.pipeline import _create_post
 
     by_watch: dict[int, list[FolderEvent]] = {}
     for e in events:
         by_watch.setdefault(e.watch, []).append(e)
     with session_scope(ctx.engine) as s:
+        feed = s.exec(select(DriveFeed).where(DriveFeed.id == feed_id).with_for_update()).first()
+        if feed is None or feed.lease_owner != ctx.owner or feed.page_token != stored_token:
+            result.superseded = True
+            return
         for p in problems:
             result.problems[p.watch] = f"folder: {p.error}"
             w = s.get(Watch, p.watch)
@@ -280,6 +294,11 @@ def _record(ctx, cid: int, events: list[FolderEvent], left: dict[str, str], prob
             for e in sorted(evs, key=lambda e: (e.change_time or e.seen_at, e.file.name)):
                 f = e.file
                 sf = seen.get(f.id)
+                if not e.selected:  # an image of a type this watch does not take: recorded once, not posted
+                    if sf is None:
+                        seen[f.id] = _skipped_type(s, w, e)
+                        result.skipped += 1
+                    continue
                 verdict = classify(f, {k: v.fingerprint or None for k, v in seen.items()}, md5s)
                 if verdict == UNCHANGED:
                     if sf is not None:
@@ -309,6 +328,15 @@ def _record(ctx, cid: int, events: list[FolderEvent], left: dict[str, str], prob
                 result.queued += 1
         if left:
             result.skipped += _skip_left(ctx, s, cid, left)
+
+
+def _skipped_type(s: Session, w: Watch, e: FolderEvent) -> SourceFile:
+    f = e.file
+    sf = SourceFile(watch_id=w.id, ref=f.id, name=f.name, size=f.size, fingerprint=f.md5 or "",
+                    source_time=e.seen_at, status=states.SF_SKIPPED,
+                    reason=f"{image_types.not_taken(f.mime_type, w.image_types)}; not posted")
+    s.add(sf)
+    return sf
 
 
 def _remote(f: DriveFile, arrived: datetime) -> RemoteFile:
