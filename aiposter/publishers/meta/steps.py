@@ -1,8 +1,7 @@
-"""What a Meta publishing step takes and answers, in plain values.
+"""What a Meta publishing step takes and answers.
 
-The multi-step publisher port (``aiposter/core/ports.py``, issue 7) is being built beside this code;
-these types mirror it so the final wiring is a rename: a step answers :class:`Published` (done) or
-:class:`Pending` (look again after ``check_after_seconds`` with this ``handle``), or raises
+A step answers the port's own :class:`~aiposter.core.ports.Published` (done) or
+:class:`~aiposter.core.ports.Pending` (look again after ``wait_seconds`` with this ``handle``), or raises
 :class:`~aiposter.core.errors.PublishError`.
 
 A request is duck-typed: anything with the attributes of :class:`StepRequest` works, so the port's own
@@ -23,19 +22,6 @@ from aiposter.core.errors import PublishError
 META_FETCHER_UA = "facebookexternalhit/1.1 (+http://www.facebook.com/externalhit_uatext.php)"
 MAX_IMAGE_BYTES = 8 * 1024 * 1024   # Instagram and Threads: 8 MB
 JPEG_MAGIC = b"\xff\xd8\xff"
-
-
-@dataclass
-class Published:
-    platform_post_id: str
-    url: str | None = None
-
-
-@dataclass
-class Pending:
-    handle: dict
-    check_after_seconds: float
-    reason: str
 
 
 @dataclass
