@@ -98,6 +98,8 @@ def media_url_problem(url: str | None, *, timeout: float = 10.0, http: httpx.Cli
                     f": {hint}" if hint else "")
             if ctype != "image/jpeg":
                 what = "an HTML page (a login page or a bot challenge?)" if "html" in ctype else repr(ctype)
+                if r.history:  # Meta's crawler follows redirects too, and ends up here
+                    what = f"a redirect to {_redact(str(r.url))}, which is {what}"
                 return f"the image URL {shown} serves {what}, not image/jpeg, to Meta's crawler"
             if not head.startswith(JPEG_MAGIC):
                 return f"the image URL {shown} says image/jpeg but does not serve JPEG bytes"
@@ -105,6 +107,12 @@ def media_url_problem(url: str | None, *, timeout: float = 10.0, http: httpx.Cli
                 return f"the image at {shown} is {int(length) / 1e6:.1f} MB; Instagram and Threads take 8 MB"
     except httpx.TimeoutException:
         return f"the image URL {_redact(url)} did not answer in {timeout:g} s"
+    except httpx.ConnectError as exc:
+        text = str(exc)
+        if "SSL" in text or "CERTIFICATE" in text.upper() or "TLS" in text:
+            return (f"the image URL {_redact(url)} fails its TLS handshake (Meta needs a valid certificate "
+                    f"for the host): {text[:200]}")
+        return f"nothing answers at {_redact(url)} (is the server running there?): {text[:200]}"
     except httpx.HTTPError as exc:
         return f"the image URL {_redact(url)} cannot be fetched: {exc.__class__.__name__}: {str(exc)[:200]}"
     finally:
