@@ -374,7 +374,7 @@ def user_delete(email: str,
 
 def _spec(folder, name, source, connection, interval, targets, template, template_file, captioner, backfill,
           max_age_hours, min_spacing, enabled, approval=None, review_ttl=None, schedule=None, timezone=None,
-          daily_cap=None) -> watches_svc.WatchSpec:
+          daily_cap=None, fit=None) -> watches_svc.WatchSpec:
     if template_file is not None:
         try:
             template = Path(template_file).read_text(encoding="utf-8")
@@ -384,7 +384,8 @@ def _spec(folder, name, source, connection, interval, targets, template, templat
         folder=folder, name=name, source=source, source_connection_id=connection, interval_seconds=interval,
         targets=targets or None, prompt_template=template, captioner=captioner, backfill=backfill,
         maximum_age_hours=max_age_hours, min_spacing_seconds=min_spacing, enabled=enabled, approval=approval,
-        review_ttl_hours=review_ttl, schedule_windows=schedule, schedule_tz=timezone, daily_cap=daily_cap)
+        review_ttl_hours=review_ttl, schedule_windows=schedule, schedule_tz=timezone, daily_cap=daily_cap,
+        fit=fit)
 
 
 FolderOpt = Annotated[str | None, typer.Option("--folder", help="Local path, or Drive folder id.")]
@@ -409,6 +410,8 @@ ScheduleOpt = Annotated[str | None, typer.Option("--schedule", help='Posting win
                                                  'sat 10:00-14:00"; "" clears.')]
 TimezoneOpt = Annotated[str | None, typer.Option("--timezone", help='IANA zone of the schedule, e.g. Europe/Berlin.')]
 DailyCapOpt = Annotated[int | None, typer.Option("--daily-cap", help="Posts per destination per local day (0: off).")]
+FitOpt = Annotated[str | None, typer.Option("--fit", help="pad | crop: how an image outside Instagram's (4:5 to "
+                                            "1.91:1) or Threads' aspect range is sent there.")]
 
 
 def _owner(s, email: str | None):
@@ -436,7 +439,8 @@ def watch_add(folder: FolderOpt = None, user: Annotated[str | None, typer.Option
               backfill: BackfillOpt = None, max_age_hours: MaxAgeOpt = None, min_spacing: SpacingOpt = None,
               enabled: EnabledOpt = None, approval: ApprovalOpt = None, review_ttl_hours: ReviewTtlOpt = None,
               schedule: ScheduleOpt = None, timezone: TimezoneOpt = None, daily_cap: DailyCapOpt = None,
-              drive: DriveOpt = None, subfolders: SubfoldersOpt = None, image_types: ImageTypesOpt = None,
+              fit: FitOpt = None, drive: DriveOpt = None, subfolders: SubfoldersOpt = None,
+              image_types: ImageTypesOpt = None,
               as_json: JsonOpt = False) -> None:
     """Add a watch (a local folder with --folder, a Drive folder with --drive URL --connection ID)."""
     if drive:
@@ -449,7 +453,7 @@ def watch_add(folder: FolderOpt = None, user: Annotated[str | None, typer.Option
         raise fail("--folder (or --drive) is required", 2)
     spec = _spec(folder, name, source, connection, interval, target, template, template_file, captioner,
                  backfill, max_age_hours, min_spacing, enabled, approval, review_ttl_hours, schedule, timezone,
-                 daily_cap)
+                 daily_cap, fit)
     spec.include_subfolders = subfolders
     spec.image_types = None if image_types is None else [image_types]
     cfg = load_config()
@@ -500,11 +504,12 @@ def watch_edit(watch_id: int, folder: FolderOpt = None, name: NameOpt = None, so
                captioner: CaptionerOpt = None, backfill: BackfillOpt = None, max_age_hours: MaxAgeOpt = None,
                min_spacing: SpacingOpt = None, enabled: EnabledOpt = None, approval: ApprovalOpt = None,
                review_ttl_hours: ReviewTtlOpt = None, schedule: ScheduleOpt = None, timezone: TimezoneOpt = None,
-               daily_cap: DailyCapOpt = None, image_types: ImageTypesOpt = None, as_json: JsonOpt = False) -> None:
+               daily_cap: DailyCapOpt = None, fit: FitOpt = None,
+               image_types: ImageTypesOpt = None, as_json: JsonOpt = False) -> None:
     """Edit a watch (only the options given change). A running daemon picks it up at its next tick."""
     spec = _spec(folder, name, source, connection, interval, target, template, template_file, captioner,
                  backfill, max_age_hours, min_spacing, enabled, approval, review_ttl_hours, schedule, timezone,
-                 daily_cap)
+                 daily_cap, fit)
     spec.image_types = None if image_types is None else [image_types]
     cfg = load_config()
     application = open_db(cfg, create=False)  # with the key: a Drive watch's folder is checked with its tokens
@@ -782,12 +787,39 @@ def audit_list(limit: Annotated[int, typer.Option("--limit", min=1, max=10_000)]
                                                         "detail"])
 
 
+def meta_configured(cfg: config_mod.Config) -> bool:
+    """A Meta app is set up: Instagram/Threads targets can exist, and they fetch images from this server."""
+    return bool(cfg.oauth.meta.app_id or cfg.oauth.threads.app_id)
+
+
+def public_media_probe(cfg: config_mod.Config) -> tuple[bool, str]:
+    """Fetch a sample image through ``api.public_url`` as Meta's crawler does (a signed probe link the
+    running server's media route answers for a minute): (ok, what happened)."""
+    from datetime import UTC, datetime
+
+    from aiposter.core.media import urls_for
+    from aiposter.publishers.meta.steps import media_url_problem
+
+    if not cfg.api.enabled:
+        return False, ("[api] enabled is false: nothing serves images to Instagram and Threads (the media "
+                       "route is part of the API)")
+    try:
+        keyring = crypto.load_keyring(cfg, create=False)
+    except ConfigError as exc:
+        return False, f"cannot sign a probe link for the media route: {exc}"
+    url = urls_for(cfg, keyring).probe_url(datetime.now(UTC))
+    problem = media_url_problem(url, timeout=cfg.publishers.meta.probe_timeout_seconds)
+    if problem:
+        return False, f"Meta's crawler could not fetch a sample image through [api] public_url: {problem}"
+    return True, f"Meta's crawler fetched a sample image from {cfg.api.public_url.rstrip('/')}/media/"
+
+
 def public_media_warnings(cfg: config_mod.Config) -> list[str]:
     """Instagram and Threads fetch each image from ``api.public_url``: say so when it cannot work."""
     import ipaddress
     from urllib.parse import urlparse
 
-    if not (cfg.oauth.meta.app_id or cfg.oauth.threads.app_id):
+    if not meta_configured(cfg):
         return []
     url = cfg.api.public_url
     if not url:
@@ -806,7 +838,9 @@ def public_media_warnings(cfg: config_mod.Config) -> list[str]:
 
 @config_app.command("check")
 def config_check(as_json: JsonOpt = False) -> None:
-    """Validate the config and print the effective values (secrets masked)."""
+    """Validate the config and print the effective values (secrets masked). With a Meta app set up, also
+    fetch a sample image through api.public_url as Meta's crawler does (the server must be running); exit
+    1 when Instagram and Threads could not get their images, 2 when the config is invalid."""
     cfg = load_config()
     try:
         from aiposter.db import check_url
@@ -815,7 +849,13 @@ def config_check(as_json: JsonOpt = False) -> None:
     except ConfigError as exc:
         raise fail(f"config error: {exc}", 2) from None
     check_captioner(cfg)
-    for warning in public_media_warnings(cfg):
+    warnings = public_media_warnings(cfg)
+    if meta_configured(cfg) and cfg.api.public_url:
+        ok, said = public_media_probe(cfg)
+        warnings += [] if ok else [said]
+        if ok:
+            typer.echo(f"ok: {said}", err=True)
+    for warning in warnings:
         typer.echo(f"warning: {warning}", err=True)
     data = config_mod.masked(cfg)
     if as_json:
@@ -824,6 +864,8 @@ def config_check(as_json: JsonOpt = False) -> None:
         typer.echo(f"# effective configuration; secrets masked\n# config file: {cfg.source}\n"
                    f"# database: {describe_db(cfg.db_url)}\n# after each key: where its value comes from\n")
         typer.echo(config_mod.to_toml(data, origins=cfg))
+    if warnings:  # valid, but Instagram and Threads cannot get their images: exit 1 (a config error is 2)
+        raise typer.Exit(1)
 
 
 @connect_app.command("import")

@@ -103,6 +103,7 @@ class WatchDefaultsConfig(Section):
     maximum_age_hours: float = Field(0, ge=0)
     settle_seconds: float = Field(2.0, ge=0)
     review_ttl_hours: float = Field(72.0, gt=0, le=24 * 365)
+    fit: Literal["pad", "crop"] = "pad"
     image_types: list[str] = []  # empty: each source's default
 
     @field_validator("image_types")

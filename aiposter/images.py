@@ -15,6 +15,11 @@ plain RGB JPEG sized for every destination, with nothing but pixels in it:
   no IPTC, no comment (COM), no ICC profile (colours are converted to sRGB with LittleCMS first, so
   dropping the profile keeps them right). The capture date is read before the metadata goes.
 
+* **Each destination gets an image it takes.** Instagram takes aspect ratios 4:5 to 1.91:1 and Threads
+  1:10 to 10:1 (Facebook any): for a destination the photo does not fit, a second JPEG is made from the
+  same decoded pixels (no second decode), padded onto a blurred copy of itself or cropped about its
+  centre, as the watch's ``fit`` says (:func:`fit_aspect`).
+
 HEIC/HEIF decode through pillow-heif (libheif).
 """
 
@@ -22,17 +27,18 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import os
 import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from struct import error as struct_error
 
-from PIL import Image, ImageCms, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageFilter, UnidentifiedImageError
 
 from aiposter.core.errors import ImageError
 
@@ -71,6 +77,12 @@ _TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
               6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90}
 _SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
 
+# Width / height a destination accepts (contracts doc §4.6, §5.3); a destination not named takes any.
+ASPECT_LIMITS = {"instagram": (4 / 5, 1.91), "threads": (1 / 10, 10.0)}
+FITS = ("pad", "crop")
+MAX_FITTED_BYTES = 8 * 1024 * 1024  # Instagram and Threads take 8 MB
+PAD_BLUR_EDGE = 48  # the padding is the photo shrunk to this, blurred and stretched: cheap, and no seam
+
 
 @dataclass
 class PreparedImage:
@@ -80,6 +92,7 @@ class PreparedImage:
     bytes: int
     capture_time: datetime | None
     source_format: str
+    fitted: dict[str, Path] = field(default_factory=dict)  # destination -> its fitted JPEG (written ones)
 
 
 class DecodeBudget:
@@ -262,8 +275,12 @@ def _to_srgb(im: Image.Image, icc: bytes | None) -> Image.Image:
 
 
 def prepare(src: Path, dest: Path, *, max_pixels: int, max_edge: int, quality: int = 85,
-            max_bytes: int | None = None, budget: DecodeBudget | None = None) -> PreparedImage:
-    """Validate ``src`` and write the cleaned JPEG to ``dest`` (atomically). Raises ImageError."""
+            max_bytes: int | None = None, budget: DecodeBudget | None = None,
+            fitted: dict[str, Path] | None = None, fit: str = "pad") -> PreparedImage:
+    """Validate ``src`` and write the cleaned JPEG to ``dest`` (atomically). Raises ImageError.
+
+    ``fitted``: destination -> path; for each destination whose aspect range (ASPECT_LIMITS) the image is
+    outside, a JPEG brought into it (``fit``) is written there too, from the same decoded pixels."""
     try:
         size = src.stat().st_size
     except OSError as exc:
@@ -288,12 +305,72 @@ def prepare(src: Path, dest: Path, *, max_pixels: int, max_edge: int, quality: i
             # image's ``info`` (Pillow writes info["comment"] as a COM segment). ``out`` may still be the
             # decoded source image itself, so its info goes. tests/test_images.py checks every segment.
             out.info = {}
-            buf = io.BytesIO()
-            # No optimize=True: it doubles the encode time for ~5 % fewer bytes; the platforms re-encode.
-            out.save(buf, format="JPEG", quality=quality)
-    data = buf.getvalue()
+            data = _encode(out, quality)
+            written = {}
+            for platform, path in (fitted or {}).items():
+                im = fit_aspect(out, platform, fit)
+                if im is not None:
+                    write_atomic(path, _encode(im, quality, MAX_FITTED_BYTES))
+                    written[platform] = path
     write_atomic(dest, data)
-    return PreparedImage(dest, out.size[0], out.size[1], len(data), captured, fmt)
+    return PreparedImage(dest, out.size[0], out.size[1], len(data), captured, fmt, written)
+
+
+def _encode(im: Image.Image, quality: int, max_bytes: int | None = None) -> bytes:
+    # No optimize=True: it doubles the encode time for ~5 % fewer bytes; the platforms re-encode.
+    while True:
+        buf = io.BytesIO()
+        im.save(buf, format="JPEG", quality=quality)
+        if max_bytes is None or buf.tell() <= max_bytes or quality <= 50:
+            return buf.getvalue()
+        quality -= 10
+
+
+def needs_fit(platform: str, width: int | None, height: int | None) -> bool:
+    """The destination does not take an image of this size as it is."""
+    limits = ASPECT_LIMITS.get(platform)
+    if limits is None or not width or not height:
+        return False
+    return not limits[0] <= width / height <= limits[1]
+
+
+def fit_aspect(im: Image.Image, platform: str, fit: str) -> Image.Image | None:
+    """``im`` (RGB) brought into ``platform``'s aspect range, or None when it is already in it.
+
+    ``pad`` keeps the whole photo, centred on a canvas of the nearest allowed ratio filled with a blurred,
+    stretched copy of the photo (no hard bars, colours of the photo itself); ``crop`` cuts the longer side
+    down about the centre. Sizes round towards the inside of the range, so the result always passes."""
+    if not needs_fit(platform, *im.size):
+        return None
+    lo, hi = ASPECT_LIMITS[platform]
+    w, h = im.size
+    too_wide = w / h > hi
+    if fit == "crop":
+        if too_wide:
+            cw = max(1, math.floor(h * hi))
+            box = ((w - cw) // 2, 0, (w - cw) // 2 + cw, h)
+        else:
+            ch = max(1, math.floor(w / lo))
+            box = (0, (h - ch) // 2, w, (h - ch) // 2 + ch)
+        return im.crop(box)
+    size = (w, math.ceil(w / hi)) if too_wide else (math.ceil(h * lo), h)
+    small = im.copy()
+    small.thumbnail((PAD_BLUR_EDGE, PAD_BLUR_EDGE), Image.Resampling.BOX)
+    canvas = small.filter(ImageFilter.GaussianBlur(2)).resize(size, Image.Resampling.BILINEAR)
+    canvas.paste(im, ((size[0] - w) // 2, (size[1] - h) // 2))
+    return canvas
+
+
+def fit_file(src: Path, dest: Path, platform: str, fit: str, *, max_pixels: int, quality: int = 85) -> bool:
+    """Write ``src`` (a prepared JPEG) fitted for ``platform`` to ``dest``; False if it already fits. For
+    a post prepared without its fitted copy (made before it was needed): decodes the small prepared JPEG,
+    never the original."""
+    with open_untrusted(src, max_pixels) as img:
+        im = fit_aspect(img.convert("RGB"), platform, fit)
+        if im is None:
+            return False
+        write_atomic(dest, _encode(im, quality, MAX_FITTED_BYTES))
+    return True
 
 
 def write_atomic(dest: Path, data: bytes) -> None:

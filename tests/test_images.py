@@ -200,3 +200,65 @@ def test_large_decodes_take_turns_within_the_memory_budget(tmp_path):
     assert 0 < budget.peak_reserved <= budget.limit and budget.used == 0
     one = 2000 * 2000 * images.OTHER_BYTES_PER_PIXEL
     assert budget.peak_reserved == one  # never two at once
+
+
+# --------------------------------------------------------------------------- fit: per-destination aspect
+
+
+def _bands(size) -> Image.Image:
+    """Red left third, green middle, blue right third: where each part ends up shows what was kept."""
+    w, h = size
+    im = Image.new("RGB", size, (0, 200, 0))
+    im.paste((220, 0, 0), (0, 0, w // 3, h))
+    im.paste((0, 0, 220), (w - w // 3, 0, w, h))
+    return im
+
+
+@pytest.mark.parametrize(("size", "platform", "fit", "want"), [
+    ((1800, 600), "instagram", "pad", (1800, 943)),
+    ((1800, 600), "instagram", "crop", (1146, 600)),
+    ((450, 800), "instagram", "pad", (640, 800)),
+    ((450, 800), "instagram", "crop", (450, 562)),
+    ((1500, 100), "threads", "pad", (1500, 150)),
+    ((100, 1500), "threads", "crop", (100, 1000)),
+])
+def test_fit_brings_the_image_just_inside_the_destinations_range(size, platform, fit, want):
+    out = images.fit_aspect(_bands(size), platform, fit)
+    assert out.size == want and out.mode == "RGB"
+    lo, hi = images.ASPECT_LIMITS[platform]
+    assert lo <= want[0] / want[1] <= hi
+
+
+def test_pad_keeps_the_whole_photo_centred_and_crop_keeps_its_centre():
+    src = _bands((1800, 600))
+    padded = images.fit_aspect(src, "instagram", "pad")
+    top = (padded.height - 600) // 2
+    assert padded.crop((0, top, 1800, top + 600)).tobytes() == src.tobytes()  # every pixel of the photo
+    assert padded.getpixel((900, 2)) != (255, 255, 255)  # blurred photo, not white bars
+    cropped = images.fit_aspect(src, "instagram", "crop")
+    left = (1800 - cropped.width) // 2  # as much cut off each side
+    assert cropped.tobytes() == src.crop((left, 0, left + cropped.width, 600)).tobytes()
+
+
+@pytest.mark.parametrize("platform", ["instagram", "threads", "facebook"])
+def test_an_image_in_range_or_for_a_destination_without_limits_is_left_alone(platform):
+    assert images.fit_aspect(_bands((1000, 1000)), platform, "pad") is None
+    assert images.fit_aspect(_bands((3000, 100)), "facebook", "crop") is None
+
+
+def test_prepare_writes_the_fitted_copies_from_the_same_decode(tmp_path):
+    src = tmp_path / "pano.png"
+    _bands((1800, 600)).save(src)
+    fitted = {"instagram": tmp_path / "ig.jpg", "threads": tmp_path / "th.jpg"}
+    prepared = images.prepare(src, tmp_path / "out.jpg", max_pixels=50_000_000, max_edge=2048,
+                              fitted=fitted, fit="crop")
+    assert (prepared.width, prepared.height) == (1800, 600)
+    assert prepared.fitted == {"instagram": fitted["instagram"]}  # 3:1 is within Threads' 10:1
+    assert not fitted["threads"].exists()
+    with Image.open(fitted["instagram"]) as im:
+        assert im.format == "JPEG" and im.size == (1146, 600) and "icc_profile" not in im.info
+    # and made again later from the prepared JPEG (a copy gone missing), the same way
+    assert images.fit_file(prepared.path, tmp_path / "again.jpg", "instagram", "crop", max_pixels=50_000_000)
+    with Image.open(tmp_path / "again.jpg") as im:
+        assert im.size == (1146, 600)
+    assert not images.fit_file(prepared.path, tmp_path / "no.jpg", "threads", "crop", max_pixels=50_000_000)

@@ -74,12 +74,16 @@ def test_the_sweep_removes_only_media_of_posts_no_longer_in_flight(ctx, tmp_path
     a, b = posts(ctx)
     media = ctx.media
     # Leftovers a crash could leave: a finished post's image and temp files, and an in-flight post's image.
-    for name in (f"{a.id}.jpg", f".{a.id}.jpg.123.tmp", f"{a.id}.download", f"{b.id}.jpg", "999.jpg", "notes.txt"):
+    for name in (f"{a.id}.jpg", f".{a.id}.jpg.123.tmp", f"{a.id}.download", f"{a.id}.instagram.jpg",
+                 f"{a.id}.threads.prepared", f"{b.id}.jpg", f"{b.id}.instagram.jpg", "999.jpg", "notes.txt"):
         (media.directory / name).write_bytes(b"x")
     with session_scope(ctx.engine) as s:
         s.execute(sa.update(Post).where(Post.id == b.id).values(status=states.CAPTIONED))
-    assert sweep_media(ctx) == 4
-    assert sorted(p.name for p in media.directory.iterdir()) == sorted([f"{b.id}.jpg", "notes.txt"])
+    assert sweep_media(ctx) == 6
+    assert sorted(p.name for p in media.directory.iterdir()) == sorted([f"{b.id}.jpg", f"{b.id}.instagram.jpg",
+                                                                        "notes.txt"])
+    media.delete_post(b.id)  # what the pipeline does when a post is done: every copy goes
+    assert [p.name for p in media.directory.iterdir()] == ["notes.txt"]
 
 
 def test_a_prepared_image_gone_missing_is_downloaded_again(ctx, tmp_path):

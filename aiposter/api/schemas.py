@@ -162,6 +162,10 @@ class WatchFields(Request):
         None, description='Weekly posting windows, e.g. "mon-fri 08:30-12:00, sat 10:00-14:00"; "" clears.')
     daily_cap: Annotated[int, Field(ge=0, le=1000)] | None = Field(
         None, description="At most this many posts per destination per local day (0: no cap).")
+    fit: Literal["pad", "crop"] | None = Field(
+        None, description="An image outside a destination's aspect range (Instagram 4:5 to 1.91:1, Threads "
+                          "1:10 to 10:1) goes there padded onto a blurred copy of itself, or cropped about "
+                          "its centre. Facebook gets the original.")
     enabled: bool | None = None
     include_subfolders: bool | None = Field(None, description="Drive watches: also files in subfolders.")
     image_types: list[Text(100)] | None = Field(
@@ -198,6 +202,7 @@ class WatchOut(BaseModel):
     schedule_tz: str | None
     schedule_windows: str | None
     daily_cap: int
+    fit: Literal["pad", "crop"]
     enabled: bool
     status: Literal["active", "paused", "error", "waiting"] = Field(
         description="error: the last poll failed (a missing folder, or one that escaped the allowed roots); "

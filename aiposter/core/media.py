@@ -29,13 +29,20 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 
-def post_key(post_id: int) -> str:
-    """The key of a post's prepared JPEG."""
-    return f"{post_id}.jpg"
+def post_key(post_id: int, variant: str | None = None) -> str:
+    """The key of a post's prepared JPEG, or of its copy fitted for one destination (``variant``: the
+    platform, e.g. ``"42.instagram.jpg"``). Every key starts with the post id, so deleting the post's media
+    and the housekeeping sweep take the variants too."""
+    if variant is None:
+        return f"{post_id}.jpg"
+    if not (variant.isascii() and variant.isalpha() and variant.islower()):
+        raise ValueError(f"bad media variant {variant!r}")
+    return f"{post_id}.{variant}.jpg"
 
 
 def _post_id_of(name: str) -> int | None:
-    # "<id>.jpg", "<id>.download", "<id>.prepared" and ".<id>.jpg.<pid>.tmp" (a write cut off by a crash)
+    # "<id>.jpg", "<id>.instagram.jpg", "<id>.download", "<id>.prepared" and ".<id>.jpg.<pid>.tmp" (a write
+    # cut off by a crash)
     stem = name.lstrip(".").split(".", 1)[0]
     return int(stem) if stem.isdigit() else None
 
@@ -157,7 +164,9 @@ def url_key(secret: bytes) -> bytes:
 
 
 class MediaUrls:
-    """Signs and verifies ``/media/<post>/<expires>/<signature>.jpg`` links.
+    """Signs and verifies ``/media/<post>/<expires>/<signature>.jpg`` links, and
+    ``/media/<post>/<variant>/<expires>/<signature>.jpg`` for the copy fitted for one destination (the
+    variant is signed too: a link to one copy cannot be turned into a link to another).
 
     Signs with the keyring's active key; verifies with any key of the keyring, so links made just before a
     key rotation still work until they expire."""
@@ -171,22 +180,36 @@ class MediaUrls:
         self._verify_keys = [url_key(k.secret) for k in keyring.keys.values()]
 
     @staticmethod
-    def _sig(key: bytes, post_id: int, expires: int) -> str:
-        mac = hmac.new(key, f"media:{post_id}:{expires}".encode(), hashlib.sha256).digest()
-        return _b64(mac)
+    def _sig(key: bytes, post_id: int | str, expires: int, variant: str | None = None) -> str:
+        what = f"{post_id}:{expires}" if variant is None else f"{post_id}:{variant}:{expires}"
+        return _b64(hmac.new(key, f"media:{what}".encode(), hashlib.sha256).digest())
 
-    def path(self, post_id: int, now: datetime) -> str:
+    def path(self, post_id: int, now: datetime, variant: str | None = None) -> str:
         expires = int(now.timestamp()) + self.ttl_seconds
-        return f"{self.PREFIX}/{post_id}/{expires}/{self._sig(self._sign_key, post_id, expires)}.jpg"
+        sig = self._sig(self._sign_key, post_id, expires, variant)
+        middle = f"{post_id}/{expires}" if variant is None else f"{post_id}/{variant}/{expires}"
+        return f"{self.PREFIX}/{middle}/{sig}.jpg"
 
-    def url(self, post_id: int, now: datetime) -> str:
-        return self.base_url + self.path(post_id, now)
+    def url(self, post_id: int, now: datetime, variant: str | None = None) -> str:
+        return self.base_url + self.path(post_id, now, variant)
 
-    def verify(self, post_id: int, expires: int, signature: str, now: datetime) -> bool:
+    def verify(self, post_id: int | str, expires: int, signature: str, now: datetime,
+               variant: str | None = None) -> bool:
         """The signature is ours and the link has not expired."""
         if expires < now.timestamp():
             return False
-        return any(hmac.compare_digest(self._sig(k, post_id, expires), signature) for k in self._verify_keys)
+        return any(hmac.compare_digest(self._sig(k, post_id, expires, variant), signature)
+                   for k in self._verify_keys)
+
+    def probe_url(self, now: datetime) -> str:
+        """A link to a small sample JPEG, valid for PROBE_TTL seconds: what ``aiposter config check`` fetches
+        as Meta does, to see the public route work end to end without any post in flight."""
+        expires = int(now.timestamp()) + PROBE_TTL
+        return f"{self.base_url}{self.PREFIX}/{PROBE}/{expires}/{self._sig(self._sign_key, PROBE, expires)}.jpg"
+
+
+PROBE = "probe"  # the probe link's "post id": never a number, so never a post
+PROBE_TTL = 60
 
 
 def public_base_url(cfg) -> str:

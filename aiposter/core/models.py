@@ -115,6 +115,9 @@ class Watch(SQLModel, table=True):
     schedule_tz: str | None = None
     schedule_windows: str | None = _text()
     daily_cap: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
+    # An image outside a destination's aspect range (Instagram 4:5..1.91:1, Threads 1:10..10:1) goes there
+    # "pad"ded onto a blurred copy of itself or "crop"ped about its centre (aiposter.images.fit_aspect).
+    fit: str = Field(default="pad", sa_column=sa.Column(sa.String(10), nullable=False, server_default="pad"))
     enabled: bool = True
     # True when an admin (the CLI) chose the folder: it need not lie under the owner's local roots.
     folder_set_by_admin: bool = Field(default=False, sa_column=sa.Column(

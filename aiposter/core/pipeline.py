@@ -411,10 +411,13 @@ def _load(s: Session, post_id: int) -> tuple[Post, Watch, User]:
 def _download(ctx: Context, post_id: int) -> bool:
     with session_scope(ctx.engine) as s:
         post, w, _ = _load(s, post_id)
-        ref, source_ref, source_name = _watch_ref(w), post.source_ref, w.source
+        ref, source_ref, source_name, fit = _watch_ref(w), post.source_ref, w.source, w.fit
+        platforms = set(s.exec(select(PostTarget.platform).where(PostTarget.post_id == post_id)))
         chosen_types = w.image_types
     media = ctx.media
     raw, work, key = media.work_path(post_id, "download"), media.work_path(post_id, "prepared"), post_key(post_id)
+    # A copy for each destination that does not take the photo's shape, from the same decode (images.py).
+    fitted = {p: media.work_path(post_id, f"{p}.prepared") for p in platforms if p in images.ASPECT_LIMITS}
     # A source reached through an account (Drive) shares that account's pause: rate limits and outages
     # hold its posts (no attempt spent, reason shown) instead of each post failing the same way.
     scope = f"connection:{ref.connection_id}" if ref.connection_id is not None else None
@@ -438,8 +441,11 @@ def _download(ctx: Context, post_id: int) -> bool:
         im = ctx.cfg.images
         prepared = images.prepare(raw, work, max_pixels=im.max_pixels, max_edge=im.max_edge,
                                   quality=im.jpeg_quality, max_bytes=im.max_file_bytes,
-                                  budget=images.decode_budget(im.decode_memory_mb * 1024 * 1024))
-        media.put(key, work)
+                                  budget=images.decode_budget(im.decode_memory_mb * 1024 * 1024),
+                                  fitted=fitted, fit=fit)
+        for platform, path in prepared.fitted.items():
+            media.put(post_key(post_id, platform), path)
+        media.put(key, work)  # last: a post with its main image has its fitted copies too
         if probing:  # the account works again: release everything its pause held
             with session_scope(ctx.engine) as s:
                 pauses.lift(s, scope, "a download succeeded")
@@ -455,8 +461,8 @@ def _download(ctx: Context, post_id: int) -> bool:
             _step_failed(ctx, post_id, states.DETECTED, exc)
         return False
     finally:
-        raw.unlink(missing_ok=True)
-        work.unlink(missing_ok=True)
+        for path in (raw, work, *fitted.values()):
+            path.unlink(missing_ok=True)
     with session_scope(ctx.engine) as s:
         post = s.get(Post, post_id)
         # A retried post keeps the captions it already had: no second LLM call. A post whose image went
@@ -734,16 +740,40 @@ def _review_due(ctx: Context, post_id: int) -> bool:
         return False
 
 
-def _request(ctx: Context, post: Post, t: PostTarget) -> PublishRequest:
+def _request(ctx: Context, s: Session, post: Post, t: PostTarget) -> PublishRequest:
     # The owner's approved or edited text (review) is published exactly; otherwise the generated one.
     caption = t.caption if t.caption is not None else (
         post.captions.get(t.platform) or next(iter(post.captions.values()), ""))
+    variant = _fitted_variant(ctx, s, post, t.platform)
     return PublishRequest(
-        post_id=post.id, target_id=t.id, platform=t.platform, media_path=ctx.media.local_path(post.media_key),
-        media_url=ctx.media_urls.url(post.id, utcnow()) if ctx.media_urls else None,
+        post_id=post.id, target_id=t.id, platform=t.platform,
+        media_path=ctx.media.local_path(post_key(post.id, variant) if variant else post.media_key),
+        media_url=ctx.media_urls.url(post.id, utcnow(), variant) if ctx.media_urls else None,
         caption=caption, alt_text=post.alt_text, file_name=post.file_name, connection_id=t.connection_id,
         handle=dict(t.handle) if t.handle is not None else None, attempt_started_at=t.attempt_started_at,
         checkpoint=partial(_checkpoint, ctx, t.id))
+
+
+def _fitted_variant(ctx: Context, s: Session, post: Post, platform: str) -> str | None:
+    """The media variant this destination gets (its copy brought into its aspect range), or None for the
+    prepared image itself. The copy is made with the image (_download); a post prepared before it needed
+    one (or whose copy went missing) gets it now, from the small prepared JPEG."""
+    if not images.needs_fit(platform, post.width, post.height):
+        return None
+    key = post_key(post.id, platform)
+    if ctx.media.exists(key):
+        return platform
+    work = ctx.media.work_path(post.id, f"{platform}.prepared")
+    try:
+        images.fit_file(ctx.media.local_path(post.media_key), work, platform, s.get(Watch, post.watch_id).fit,
+                        max_pixels=ctx.cfg.images.max_pixels, quality=ctx.cfg.images.jpeg_quality)
+        ctx.media.put(key, work)
+    except (images.ImageError, OSError) as exc:  # the destination then judges the image as it is
+        log.warning("post.fit_failed", extra=fields(post_id=post.id, platform=platform, error=str(exc)))
+        return None
+    finally:
+        work.unlink(missing_ok=True)
+    return platform
 
 
 def _checkpoint(ctx: Context, target_id: int, handle: dict) -> None:
@@ -767,7 +797,7 @@ def _publish_target(ctx: Context, post_id: int, target_id: int) -> None:
         post = s.get(Post, post_id)
         t = s.get(PostTarget, target_id)
         platform = t.platform
-        req = _request(ctx, post, t)
+        req = _request(ctx, s, post, t)
         interrupted = t.status == states.T_PUBLISHING and t.step_started_at is not None
         fresh = t.handle is None
         attempts = t.attempts

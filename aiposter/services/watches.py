@@ -19,6 +19,7 @@ from aiposter.core.models import Connection, User, Watch, WatchTarget, utcnow
 from aiposter.services import Invalid, get_owned
 from aiposter.sources.local import local_roots  # noqa: F401 - the rule every caller uses
 
+FITS = ("pad", "crop")  # see aiposter.images.fit_aspect
 MAX_ROW_ID = 2**31 - 1  # row ids are 32-bit integers on PostgreSQL
 
 
@@ -42,6 +43,7 @@ class WatchSpec:
     schedule_tz: str | None = None  # "" clears
     schedule_windows: str | None = None  # "" clears
     daily_cap: int | None = None  # 0: no cap
+    fit: str | None = None  # pad | crop (images outside a destination's aspect range)
     enabled: bool | None = None
     include_subfolders: bool | None = None  # Drive watches: also files in subfolders
     image_types: list[str] | None = None  # MIME types or names ("jpeg, png"); []: the source's default
@@ -148,6 +150,8 @@ def _validate_editorial(spec: WatchSpec) -> None:
         raise Invalid(f"approval must be one of {', '.join(APPROVAL_MODES)}", field="approval")
     if spec.review_ttl_hours is not None and not 0 < spec.review_ttl_hours <= 24 * 365:
         raise Invalid("review_ttl_hours must be more than 0 and at most a year", field="review_ttl_hours")
+    if spec.fit is not None and spec.fit not in FITS:
+        raise Invalid(f"fit must be one of {', '.join(FITS)}", field="fit")
     if spec.daily_cap is not None and spec.daily_cap < 0:
         raise Invalid("daily_cap must be 0 (no cap) or more", field="daily_cap")
     try:
@@ -201,7 +205,7 @@ def create_watch(s: Session, cfg: Config, user: User, spec: WatchSpec, allow_any
     _validate(s, cfg, user, spec, None, allow_any_folder)
     watch = Watch(user_id=user.id, folder=spec.folder, interval_seconds=d.interval_seconds,
                   min_spacing_seconds=d.min_spacing_seconds, maximum_age_hours=d.maximum_age_hours,
-                  review_ttl_hours=d.review_ttl_hours)
+                  review_ttl_hours=d.review_ttl_hours, fit=d.fit)
     s.add(watch)
     s.flush()
     if spec.targets is None:
@@ -307,7 +311,8 @@ def _plain(col):
 # for the one-watch view (watch_dict) and the list endpoint's Core query (list_dicts), so they cannot drift.
 _OUT = ("id", "name", "source", "source_connection_id", "folder", "folder_name", "interval_seconds",
         "prompt_template", "captioner", "backfill", "maximum_age_hours", "min_spacing_seconds", "approval",
-        "review_ttl_hours", "schedule_tz", "schedule_windows", "daily_cap", "include_subfolders", "image_types",
+        "review_ttl_hours", "schedule_tz", "schedule_windows", "daily_cap", "fit", "include_subfolders",
+        "image_types",
         "enabled", "baseline_done", "last_poll_error")
 _TIMES = ("last_poll_at", "next_poll_at", "created_at")
 

@@ -99,3 +99,22 @@ def test_links_signed_before_a_key_rotation_still_verify():
     _, _, post, expires, sig = _path(before.url(7, now)).split("/")
     assert after.verify(7, int(expires), sig.removesuffix(".jpg"), now)
     assert not MediaUrls(Keyring(new), "https://x", 3600).verify(7, int(expires), sig.removesuffix(".jpg"), now)
+
+
+def test_a_fitted_copy_has_its_own_signed_link(client, application, in_flight):
+    post_id, data = in_flight
+    fitted = jpeg_bytes(size=(320, 400))
+    work = application.media.work_path(post_id, "instagram.prepared")
+    work.write_bytes(fitted)
+    application.media.put(post_key(post_id, "instagram"), work)
+    urls = urls_for(application.cfg, application.keyring)
+    url = urls.url(post_id, utcnow(), "instagram")
+    assert f"/media/{post_id}/instagram/" in url
+    r = client.get(_path(url))
+    assert r.status_code == 200 and r.content == fitted and r.headers["content-type"] == "image/jpeg"
+    assert client.head(_path(url)).headers["content-length"] == str(len(fitted))
+    # the variant is signed: the link cannot be turned into one for another copy, or for the original
+    assert client.get(_path(url).replace("/instagram/", "/threads/")).status_code == 404
+    assert client.get(_path(url).replace("/instagram/", "/")).status_code == 404
+    # a variant never made answers like any other refusal
+    assert client.get(_path(urls.url(post_id, utcnow(), "threads"))).status_code == 404

@@ -127,6 +127,7 @@ class Container:
     error: str = ""
     status: str = "IN_PROGRESS"
     media_id: str | None = None
+    image_size: tuple[int, int] = (0, 0)  # width, height of the image fetched for it
 
 
 @dataclass
@@ -402,7 +403,8 @@ class MetaFake:
     def new_container(self, owner: str, platform: str, caption: str, alt_text: str, data: bytes) -> Container:
         now = self.now()
         c = Container(self.new_id(), owner, platform, caption, alt_text, hashlib.sha256(data).hexdigest(), now,
-                      self.container_steps, now + self.container_delay, self.container_outcome, self.container_error)
+                      self.container_steps, now + self.container_delay, self.container_outcome, self.container_error,
+                      image_size=image_size(data))
         self.containers[c.id] = c
         return c
 
@@ -458,6 +460,14 @@ class MetaFake:
         limit = int(params.get("limit") or 25)
         return {"data": [{"id": m["id"], text_key: m["caption"], "timestamp": _ts(m["time"]),
                           "permalink": m["permalink"]} for m in items[:limit]]}
+
+
+JPEG_SAMPLE = b"\xff\xd8\xff\xe0" + b"\x00" * 60  # starts like a JPEG: enough for a content check
+
+
+def image_size(data: bytes) -> tuple[int, int]:
+    with Image.open(io.BytesIO(data)) as im:
+        return im.size
 
 
 def check_image(data: bytes, *, formats: tuple[str, ...], min_ratio: float, max_ratio: float) -> None:
@@ -574,7 +584,7 @@ class FakeGraph(MetaFake):
         now = self.now()
         self.posts[post_id] = {"id": post_id, "page": page_id, "photo_id": photo_id, "message": text,
                                "alt_text": params.get("alt_text_custom", ""), "time": now,
-                               "image_sha256": hashlib.sha256(data).hexdigest(),
+                               "image_sha256": hashlib.sha256(data).hexdigest(), "image_size": image_size(data),
                                "permalink_url": f"https://www.facebook.com/{page_id}/posts/{n}"}
         return {"id": photo_id, "post_id": post_id}
 
@@ -827,7 +837,8 @@ class FakeThreads(MetaFake):
 
 class MediaServer:
     """Stands in for the API's signed media route: serves registered bytes at ``/m/<name>``. Modes
-    script what a misconfigured proxy does (``challenge``: 200 text/html; ``forbidden``: 403 to crawlers)."""
+    script what a misconfigured proxy does (``challenge``: 200 text/html; ``forbidden``: 403 to crawlers;
+    ``octet``: the image as application/octet-stream; ``login``: a redirect to an HTML login page)."""
 
     def __init__(self):
         self.files: dict[str, tuple[bytes, str]] = {}
@@ -867,6 +878,16 @@ class MediaServer:
             status, data, ctype = 200, b"<html><body>Checking your browser...</body></html>", "text/html"
         elif self.mode == "forbidden" and "facebookexternalhit" in ua:
             status, data, ctype = 403, b"Forbidden", "text/plain"
+        elif self.mode == "octet":
+            status, data, ctype = 200, JPEG_SAMPLE, "application/octet-stream"
+        elif self.mode == "login" and name != "/login":
+            h.send_response(302)
+            h.send_header("Location", "/login")
+            h.send_header("Content-Length", "0")
+            h.end_headers()
+            return
+        elif self.mode == "login":
+            status, data, ctype = 200, b"<html><form>Sign in</form></html>", "text/html; charset=utf-8"
         elif name in self.files:
             status, (data, ctype) = 200, self.files[name]
         else:

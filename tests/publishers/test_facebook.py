@@ -10,9 +10,9 @@ import pytest
 from fakes.meta import commit_then_drop, commit_then_hang, graph_error
 
 from aiposter.core.errors import PublishError
+from aiposter.core.ports import Pending, Published
 from aiposter.publishers.meta.facebook import FacebookPage
 from aiposter.publishers.meta.graph import Timeouts
-from aiposter.publishers.meta.steps import Pending, Published
 
 from .conftest import request
 
@@ -75,7 +75,7 @@ def test_recover_answers_not_there_only_after_the_settle_time(graph, graph_clien
     sent = datetime.now(UTC)
     req = request(media_path=photo, handle={"step": "upload", "sent_at": sent.isoformat(), "caption": "lost one"})
     pending = page.recover(req)
-    assert isinstance(pending, Pending) and 0 < pending.check_after_seconds <= 120
+    assert isinstance(pending, Pending) and 0 < pending.wait_seconds <= 120
     later = FacebookPage(page.client, "p1", settle_seconds=120, now=lambda: sent + timedelta(seconds=121))
     assert later.recover(req) is None
     assert later.publish(req).platform_post_id == graph.page_posts("p1")[0]["id"]

@@ -10,8 +10,8 @@ import pytest
 from fakes.meta import FETCHER_UA, commit_then_drop, graph_error
 
 from aiposter.core.errors import PublishError
+from aiposter.core.ports import Pending, Published
 from aiposter.publishers.meta.instagram import InstagramAccount
-from aiposter.publishers.meta.steps import Pending, Published
 
 from .conftest import jpeg, request
 
@@ -30,7 +30,7 @@ def test_container_in_progress_then_finished_then_published_across_separate_call
     graph.container_steps = 2  # two status reads say IN_PROGRESS
     req = request(media_url=media.add(jpeg((1080, 1350))))
     first = ig.publish(req)
-    assert isinstance(first, Pending) and "IN_PROGRESS" in first.reason and first.check_after_seconds > 0
+    assert isinstance(first, Pending) and "IN_PROGRESS" in first.reason and first.wait_seconds > 0
     [committed] = req.checkpoint.handles
     assert committed["container_id"] == first.handle["container_id"]
     assert graph.calls("media_publish") == []
@@ -41,7 +41,7 @@ def test_container_in_progress_then_finished_then_published_across_separate_call
 
     req.handle = first.handle  # the pipeline stores the pending handle and calls again later
     second = ig.publish(req)
-    assert isinstance(second, Pending) and second.check_after_seconds > first.check_after_seconds
+    assert isinstance(second, Pending) and second.wait_seconds > first.wait_seconds
     req.handle = second.handle
     done = ig.publish(req)
     [media_item] = graph.media_of("ig1")

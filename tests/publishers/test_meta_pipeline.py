@@ -5,7 +5,9 @@ Covers: one post on Facebook, Instagram and Threads through containers IN_PROGRE
 container in ERROR and a rejected image failing only their own target; quota used up → the account
 waits with the reason and no container is made; a revoked token → needs_reauth, held, resumed by
 reconnecting without spending attempts; a publish that commits then drops its connection reconciled
-exactly once; a missing/blocked public URL as a clear reason; refusing targets of unusable connections.
+exactly once; a missing/blocked public URL as a clear reason; refusing targets of unusable connections;
+images outside Instagram's/Threads' aspect range fitted per watch (pad, crop); `config check`'s probe of
+the real media route and of a misbehaving proxy.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import io
 import json
 import uuid
+from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -24,6 +27,7 @@ from fakes.meta import (
     THREADS_APP_SECRET,
     FakeGraph,
     FakeThreads,
+    MediaServer,
     commit_then_drop,
     graph_error,
 )
@@ -169,7 +173,7 @@ def test_one_photo_on_all_three_through_containers_and_the_media_route(install, 
     assert httpx.get(fetched[0]["url"]).status_code == 404
 
 
-def test_container_error_and_wrong_aspect_fail_only_their_target(install, tmp_path):
+def test_container_error_fails_only_its_target(install, tmp_path):
     g, t = install.g, install.t
     t.container_outcome, t.container_error = "ERROR", "UNKNOWN"
     wid = install.watch(tmp_path / "inbox")
@@ -179,10 +183,69 @@ def test_container_error_and_wrong_aspect_fail_only_their_target(install, tmp_pa
     [post] = install.posts()
     ts = install.targets()
     assert ts["facebook"].status == states.T_PUBLISHED  # Facebook takes any aspect; never blocked
-    assert ts["instagram"].status == states.T_FAILED and "aspect" in ts["instagram"].last_error.lower()
+    assert ts["instagram"].status == states.T_PUBLISHED  # padded to 4:5 (the watch's default fit)
     assert ts["threads"].status == states.T_FAILED and "ERROR" in ts["threads"].last_error
     assert post.status == states.PARTIAL
-    assert g.publish_count(IG) == 0 and t.publish_count(TH) == 0
+    assert g.publish_count(IG) == 1 and t.publish_count(TH) == 0
+
+
+# Per shape: the size prepared (the source is under images.max_edge, so as it is), and what Instagram
+# (4:5..1.91:1) and Threads (1:10..10:1) receive with each fit; None: the prepared image as it is.
+FITTED = {
+    "panorama 3:1": ((1800, 600), {"pad": {"instagram": (1800, 943), "threads": None},
+                                   "crop": {"instagram": (1146, 600), "threads": None}}),
+    "tall 9:16": ((450, 800), {"pad": {"instagram": (640, 800), "threads": None},
+                               "crop": {"instagram": (450, 562), "threads": None}}),
+    "strip 15:1": ((1500, 100), {"pad": {"instagram": (1500, 786), "threads": (1500, 150)},
+                                 "crop": {"instagram": (191, 100), "threads": (1000, 100)}}),
+}
+
+
+@pytest.mark.parametrize("fit", ["pad", "crop"])
+@pytest.mark.parametrize("shape", list(FITTED))
+def test_an_image_outside_the_aspect_range_is_fitted_per_destination(install, tmp_path, shape, fit):
+    g, t = install.g, install.t
+    size, expected = FITTED[shape]
+    wid = install.watch(tmp_path / "inbox", fit=fit)
+    write_image(tmp_path / "inbox", "wide.jpg", _photo(size=size))
+    install.due(wid)
+    install.run()
+    [post] = install.posts()
+    assert post.status == states.PUBLISHED, {p: x.last_error for p, x in install.targets().items()}
+    assert (post.width, post.height) == size
+    [fb] = g.page_posts(PAGE)
+    assert fb["image_size"] == size  # Facebook takes any aspect: the original shape
+    received = {"instagram": [c for c in g.containers.values() if c.owner == IG],
+                "threads": [c for c in t.containers.values() if c.owner == TH]}
+    for platform, want in expected[fit].items():
+        [container] = received[platform]
+        assert container.image_size == (want or size), platform
+        # fetched through the signed route, from the variant's own link when there is one
+        variant = f"/media/{post.id}/{platform}/" if want else f"/media/{post.id}/"
+        assert any(variant in f["url"] for f in (g if platform == "instagram" else t).fetches)
+    # every copy is deleted with the post
+    assert not any(p.name.split(".")[0] == str(post.id) for p in install.ctx.media.directory.iterdir())
+
+
+def test_a_fitted_copy_gone_missing_is_made_again_from_the_prepared_image(install, tmp_path):
+    from aiposter.services import audit, review
+
+    g = install.g
+    wid = install.watch(tmp_path / "inbox", platforms=("instagram",), fit="crop", approval="review")
+    write_image(tmp_path / "inbox", "pano.jpg", _photo(size=(1800, 600)))
+    install.due(wid)
+    install.run()
+    [post] = install.posts()
+    assert post.status == states.AWAITING_REVIEW
+    key = f"{post.id}.instagram.jpg"
+    assert install.ctx.media.exists(key)
+    install.ctx.media.local_path(key).unlink()  # e.g. a post prepared before its watch had Instagram
+    with session_scope(install.app.engine) as s:
+        review.approve(s, s.get(Post, post.id), audit.OPERATOR)
+    install.run()
+    assert install.posts()[0].status == states.PUBLISHED
+    [container] = [c for c in g.containers.values() if c.owner == IG]
+    assert container.image_size == (1146, 600)
 
 
 def test_quota_used_up_defers_with_reason_and_makes_no_container(install, tmp_path):
@@ -453,3 +516,83 @@ def test_config_check_warns_about_a_public_url_meta_cannot_reach(tmp_path):
     assert "private address" in public_media_warnings(cfg("http://localhost:8080"))[0]
     assert public_media_warnings(cfg("https://poster.example.com")) == []
     assert public_media_warnings(Config()) == []  # no Meta app configured: nothing to say
+
+
+def test_config_check_probes_the_real_media_route_as_meta_does(install, tmp_path):
+    from typer.testing import CliRunner
+
+    from aiposter.cli import app, public_media_probe
+
+    ok, said = public_media_probe(install.cfg)
+    assert ok, said
+    assert f"fetched a sample image from {install.cfg.api.public_url}/media/" in said
+    # the route answered Meta's crawler with a JPEG, for a link signed with the install's key
+    toml = tmp_path / "check.toml"  # the install's key (embedded in its data_dir) signs the probe link
+    toml.write_text(f'[oauth.meta]\napp_id = "{APP_ID}"\n[api]\npublic_url = "{install.cfg.api.public_url}"\n'
+                    f'[daemon]\ndata_dir = "{install.cfg.data_dir}"\n')
+    res = CliRunner().invoke(app, ["--config", str(toml), "config", "check"])
+    assert f"ok: Meta's crawler fetched a sample image from {install.cfg.api.public_url}/media/" in res.stderr
+    # loopback is reachable from here, not from Meta: still said, and the exit says something is wrong
+    assert "private address" in res.stderr and res.exit_code == 1, res.output
+
+
+def test_a_probe_link_is_signed_and_short_lived(install):
+    import httpx
+
+    from aiposter.core.media import urls_for
+
+    urls = urls_for(install.cfg, install.app.keyring)
+    good = urls.probe_url(utcnow())
+    r = httpx.get(good, headers={"User-Agent": "facebookexternalhit/1.1"})
+    assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg" and r.content[:3] == b"\xff\xd8\xff"
+    assert httpx.get(good.replace("/media/probe/", "/media/probe/1").rsplit("/", 1)[0] + "/x.jpg").status_code == 404
+    stale = urls.probe_url(utcnow() - timedelta(minutes=2))  # valid for a minute only
+    assert httpx.get(stale).status_code == 404
+
+
+@pytest.mark.parametrize(("mode", "reason"), [
+    ("challenge", "serves an HTML page (a login page or a bot challenge?)"),
+    ("forbidden", "answers HTTP 403 to Meta's crawler: it refuses Meta's crawler"),
+    ("octet", "serves 'application/octet-stream', not image/jpeg"),
+    ("login", "serves a redirect to http://127.0.0.1:{port}/login, which is an HTML page"),
+])
+def test_config_check_says_why_meta_cannot_fetch_through_a_proxy(tmp_path, mode, reason):
+    from typer.testing import CliRunner
+
+    from aiposter.cli import app
+    from aiposter.crypto import new_key
+
+    server = MediaServer()
+    server.mode = mode
+    try:
+        toml = tmp_path / "check.toml"
+        toml.write_text(f'[oauth.threads]\napp_id = "t"\n[api]\npublic_url = "{server.url}"\n'
+                        f'[security]\nencryption_key = "{new_key().encode()}"\n'
+                        f'[daemon]\ndata_dir = "{tmp_path / "data"}"\n')
+        res = CliRunner().invoke(app, ["--config", str(toml), "config", "check", "--json"])
+    finally:
+        server.close()
+    port = server.url.rsplit(":", 1)[1]
+    lines = [line for line in res.stderr.splitlines() if "sample image" in line]
+    assert len(lines) == 1 and lines[0].startswith("warning: Meta's crawler could not fetch"), res.stderr
+    assert reason.format(port=port) in lines[0]
+    assert res.exit_code == 1
+    assert server.hits and all("facebookexternalhit" in h["user_agent"] for h in server.hits)
+    assert json.loads(res.stdout)["api"]["public_url"] == server.url  # the config is still printed
+
+
+def test_config_check_says_when_nothing_answers_at_the_public_url(tmp_path):
+    from typer.testing import CliRunner
+
+    from aiposter.cli import app
+    from aiposter.crypto import new_key
+
+    server = MediaServer()
+    url = server.url
+    server.close()  # the daemon is not running
+    toml = tmp_path / "check.toml"
+    toml.write_text(f'[oauth.meta]\napp_id = "m"\n[api]\npublic_url = "{url}"\n'
+                    f'[security]\nencryption_key = "{new_key().encode()}"\n')
+    res = CliRunner().invoke(app, ["--config", str(toml), "config", "check", "--json"])
+    assert res.exit_code == 1
+    assert f"nothing answers at {url}/media/probe/" in res.stderr and "is the server running" in res.stderr

@@ -8,8 +8,8 @@ import pytest
 from fakes.meta import THREADS_APP_SECRET, commit_then_hang, graph_error
 
 from aiposter.core.errors import PublishError
+from aiposter.core.ports import Pending, Published
 from aiposter.publishers.meta.graph import Timeouts
-from aiposter.publishers.meta.steps import Pending, Published
 from aiposter.publishers.meta.threads import ThreadsAccount
 from aiposter.publishers.meta.tokens import refresh_threads_token, threads_refresh_state
 

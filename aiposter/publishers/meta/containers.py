@@ -19,8 +19,9 @@ from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 
 from aiposter.core.errors import PublishError
+from aiposter.core.ports import Pending, Published
 from aiposter.publishers.meta.graph import QUOTA_WAIT, SUBCODE_TEXT, GraphClient
-from aiposter.publishers.meta.steps import Pending, Published, iso, parse_time, probe_media_url, utcnow
+from aiposter.publishers.meta.steps import iso, parse_time, probe_media_url, utcnow
 
 TRANSIENT = {"timeout", "connection", "server_error", "overloaded", "rate_limited", "quota", "auth", "config"}
 QUOTA_PROBE_HOURS = (1, 3, 6, 12, 18)   # when the rolling window frees: the first offset with room

@@ -19,8 +19,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from aiposter.core.errors import PublishError
+from aiposter.core.ports import Pending, Published
 from aiposter.publishers.meta.graph import GraphClient
-from aiposter.publishers.meta.steps import Pending, Published, iso, parse_time, utcnow
+from aiposter.publishers.meta.steps import iso, parse_time, utcnow
 
 FB_MAX_UPLOAD_BYTES = 10 * 1024 * 1024   # Page photos: Meta advises < 4 MB, refuses well above this
 TRANSIENT = {"timeout", "connection", "server_error", "overloaded", "rate_limited", "quota", "auth", "config"}

@@ -1,8 +1,7 @@
-"""What a Meta publishing step takes and answers, in plain values.
+"""What a Meta publishing step takes and answers.
 
-The multi-step publisher port (``aiposter/core/ports.py``, issue 7) is being built beside this code;
-these types mirror it so the final wiring is a rename: a step answers :class:`Published` (done) or
-:class:`Pending` (look again after ``check_after_seconds`` with this ``handle``), or raises
+A step answers the port's own :class:`~aiposter.core.ports.Published` (done) or
+:class:`~aiposter.core.ports.Pending` (look again after ``wait_seconds`` with this ``handle``), or raises
 :class:`~aiposter.core.errors.PublishError`.
 
 A request is duck-typed: anything with the attributes of :class:`StepRequest` works, so the port's own
@@ -23,19 +22,6 @@ from aiposter.core.errors import PublishError
 META_FETCHER_UA = "facebookexternalhit/1.1 (+http://www.facebook.com/externalhit_uatext.php)"
 MAX_IMAGE_BYTES = 8 * 1024 * 1024   # Instagram and Threads: 8 MB
 JPEG_MAGIC = b"\xff\xd8\xff"
-
-
-@dataclass
-class Published:
-    platform_post_id: str
-    url: str | None = None
-
-
-@dataclass
-class Pending:
-    handle: dict
-    check_after_seconds: float
-    reason: str
 
 
 @dataclass
@@ -112,6 +98,8 @@ def media_url_problem(url: str | None, *, timeout: float = 10.0, http: httpx.Cli
                     f": {hint}" if hint else "")
             if ctype != "image/jpeg":
                 what = "an HTML page (a login page or a bot challenge?)" if "html" in ctype else repr(ctype)
+                if r.history:  # Meta's crawler follows redirects too, and ends up here
+                    what = f"a redirect to {_redact(str(r.url))}, which is {what}"
                 return f"the image URL {shown} serves {what}, not image/jpeg, to Meta's crawler"
             if not head.startswith(JPEG_MAGIC):
                 return f"the image URL {shown} says image/jpeg but does not serve JPEG bytes"
@@ -119,6 +107,12 @@ def media_url_problem(url: str | None, *, timeout: float = 10.0, http: httpx.Cli
                 return f"the image at {shown} is {int(length) / 1e6:.1f} MB; Instagram and Threads take 8 MB"
     except httpx.TimeoutException:
         return f"the image URL {_redact(url)} did not answer in {timeout:g} s"
+    except httpx.ConnectError as exc:
+        text = str(exc)
+        if "SSL" in text or "CERTIFICATE" in text.upper() or "TLS" in text:
+            return (f"the image URL {_redact(url)} fails its TLS handshake (Meta needs a valid certificate "
+                    f"for the host): {text[:200]}")
+        return f"nothing answers at {_redact(url)} (is the server running there?): {text[:200]}"
     except httpx.HTTPError as exc:
         return f"the image URL {_redact(url)} cannot be fetched: {exc.__class__.__name__}: {str(exc)[:200]}"
     finally:

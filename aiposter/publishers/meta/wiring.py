@@ -6,7 +6,6 @@ The registry builds one adapter per worker thread and *platform*; a target names
 when the stored token changes: a refresh or a reconnect). Everything platform-specific stays in the
 phase-1 modules; this file only translates:
 
-* phase 1's ``Pending.check_after_seconds`` → the port's ``wait_seconds``;
 * ``claimed=`` reads the post ids other targets of the same connection recorded (two posts with the
   same caption must never adopt each other's post on recovery);
 * after a successful step, Meta's usage headers (``GraphClient.backoff_seconds``) are remembered so the
@@ -27,8 +26,6 @@ from aiposter.publishers.meta import accounts, tokens
 from aiposter.publishers.meta.facebook import FacebookPage
 from aiposter.publishers.meta.graph import GraphClient, Timeouts
 from aiposter.publishers.meta.instagram import InstagramAccount
-from aiposter.publishers.meta.steps import Pending as StepPending
-from aiposter.publishers.meta.steps import Published as StepPublished
 from aiposter.publishers.meta.steps import probe_media_url
 from aiposter.publishers.meta.threads import ThreadsAccount
 
@@ -148,11 +145,11 @@ class MetaDestination:
 
     # ------------------------------------------------------------------ the port
 
-    def publish(self, req: ports.PublishRequest):
-        return _port(self.steps_for(req.connection_id).publish(req))
+    def publish(self, req: ports.PublishRequest) -> ports.Published | ports.Pending:
+        return self.steps_for(req.connection_id).publish(req)
 
-    def recover(self, req: ports.PublishRequest):
-        return _port(self.steps_for(req.connection_id).recover(req))
+    def recover(self, req: ports.PublishRequest) -> ports.Published | ports.Pending | None:
+        return self.steps_for(req.connection_id).recover(req)
 
     def close(self) -> None:
         with self._lock:
@@ -165,14 +162,6 @@ def _probe(timeout: float):
     def probe(url, who):
         probe_media_url(url, who, timeout=timeout)
     return probe
-
-
-def _port(outcome):
-    if isinstance(outcome, StepPublished):
-        return ports.Published(outcome.platform_post_id, outcome.url)
-    if isinstance(outcome, StepPending):
-        return ports.Pending(outcome.handle, outcome.check_after_seconds, outcome.reason)
-    return outcome  # None (recover: surely not there)
 
 
 def build_facebook(deps) -> MetaDestination:
