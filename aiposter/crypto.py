@@ -187,3 +187,8 @@ def verify_keyring(ring: Keyring, engine: sa.Engine) -> None:
 def connection_context(connection_id: int) -> str:
     """Binds a ciphertext to its row, so a token copied onto another connection will not decrypt."""
     return f"connection:{connection_id}"
+
+
+def grant_context(grant_id: int) -> str:
+    """Binds the accounts (and Page tokens) of a pending Meta grant to its row."""
+    return f"meta_grant:{grant_id}"

@@ -12,15 +12,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from aiposter.api.schemas import ErrorResponse
 from aiposter.services import Conflict, Invalid, NotFound, ServiceError, Unavailable
 from aiposter.services.auth import Forbidden, RateLimited, Unauthorized
+from aiposter.services.grants import Expired
 from aiposter.services.oauth import OAuthFailed
 
 log = logging.getLogger("aiposter.api")
 
 STATUS = [(NotFound, 404), (Conflict, 409), (Invalid, 422), (Unauthorized, 401), (Forbidden, 403),
-          (RateLimited, 429), (OAuthFailed, 400),
+          (RateLimited, 429), (OAuthFailed, 400), (Expired, 410),
           (Unavailable, 503)]
 HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-              405: "method_not_allowed", 409: "conflict", 413: "too_large", 415: "unsupported_media_type",
+              405: "method_not_allowed", 409: "conflict", 410: "gone", 413: "too_large", 415: "unsupported_media_type",
               422: "validation_error", 429: "rate_limited", 503: "unavailable"}
 
 

@@ -137,6 +137,35 @@ class OAuthFinish(Request):
     code: Text(4096, 1)
 
 
+class GrantCandidateOut(BaseModel):
+    account_id: str = Field(description="The Facebook Page's id, or the Instagram account's.")
+    account_name: str
+    page_id: str = Field(description="The Facebook Page (for an Instagram account: the Page it is linked to).")
+    connected: bool = Field(description="Already connected: pre-selected; choosing it again refreshes its token "
+                                        "and makes it active. Leaving it out does not disconnect it.")
+    connection_id: int | None
+    connection_status: str | None
+
+
+class GrantOut(BaseModel):
+    """Accounts a Facebook Login granted, waiting for the user to pick which to use (no tokens shown)."""
+
+    id: int
+    provider: Literal["facebook", "instagram"]
+    expires_at: datetime = Field(description="After this the choice is gone (410) and its tokens are deleted.")
+    candidates: list[GrantCandidateOut]
+
+
+class PendingOut(BaseModel):
+    pending: GrantOut = Field(description="Several accounts were granted and none is connected yet: pick with "
+                                          "`POST /api/v1/connections/grants/{id}/select`.")
+
+
+class GrantSelect(Request):
+    account_ids: list[Text(100, 1)] = Field(min_length=1, max_length=2000,
+                                            description="The `account_id`s of the candidates to connect.")
+
+
 # --------------------------------------------------------------------------- watches
 
 

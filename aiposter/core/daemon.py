@@ -9,7 +9,8 @@
 * ``housekeeping``: delete media of finished posts and outbox temp files left by a crash; flag account
   tokens that expire within a week or have expired (status and reason on the connection, a warning in
   the log); refresh access tokens that expire soon (a refused refresh token marks the connection
-  ``needs_reauth``); lift captioner pauses whose provider config changed since (see core/pauses.py).
+  ``needs_reauth``); lift captioner pauses whose provider config changed since (see core/pauses.py);
+  delete expired pending choices of Facebook Pages (services/grants.py).
 
 Several replicas on one PostgreSQL share the work through the same claims; nothing else is needed.
 """
@@ -232,14 +233,17 @@ def flag_tokens(ctx: Context) -> None:
 
 
 def purge_security_records(ctx: Context) -> None:
-    """Audit rows past ``security.audit_retention_days``, and rate-limit counters whose window is over."""
-    from aiposter.services import audit
+    """Audit rows past ``security.audit_retention_days``, rate-limit counters whose window is over, and
+    expired pending choices of Facebook Pages (with the Page tokens in them)."""
+    from aiposter.services import audit, grants
     from aiposter.services.limits import Counter
 
     sec = ctx.cfg.security
     with session_scope(ctx.engine) as s:
         n = audit.purge(s, sec.audit_retention_days)
         Counter(sec.login_window_seconds).purge(s)
+        if swept := grants.sweep(s):
+            log.info("grants.expired", extra=fields(count=swept))
     if n:
         log.info("audit.purged", extra=fields(rows=n, retention_days=sec.audit_retention_days))
 

@@ -310,6 +310,23 @@ class OAuthState(SQLModel, table=True):
     expires_at: datetime
 
 
+class MetaGrant(SQLModel, table=True):
+    """The Facebook Pages or Instagram accounts one Facebook Login granted, waiting for the user to pick
+    which to use: short-lived, bound to the user, deleted once they choose (or by housekeeping once
+    expired). ``candidates`` is ciphertext (JSON with each account's Page token), bound to this row."""
+
+    __tablename__ = "meta_grant"
+    # Ids never come back (SQLite reuses the highest deleted rowid otherwise): a link to a replaced or
+    # used choice is 404, never another choice.
+    __table_args__ = {"sqlite_autoincrement": True}
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = _fk("user_account.id")
+    provider: str  # facebook | instagram
+    candidates: str | None = _text()
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime
+
+
 class RateLimit(SQLModel, table=True):
     """Attempts per key in a fixed window (password guesses per client address, per account...).
 

@@ -16,7 +16,7 @@ from sqlmodel import Session, select
 
 from aiposter.config import Config
 from aiposter.core import pauses
-from aiposter.core.models import Connection, OAuthState, User, utcnow
+from aiposter.core.models import Connection, MetaGrant, OAuthState, User, utcnow
 from aiposter.crypto import Keyring, connection_context
 from aiposter.services import NotFound, audit, get_owned, oauth
 from aiposter.services.audit import OPERATOR, Actor
@@ -164,15 +164,24 @@ def store(s: Session, keyring: Keyring, user_id: int, provider: str, accounts: l
 
 
 def finish(s: Session, cfg: Config, keyring: Keyring, provider: str, state: str, code: str, redirect_uri: str,
-           user: User | None = None, browser_nonce: str | None = None, client: str = "") -> list[Connection]:
+           user: User | None = None, browser_nonce: str | None = None,
+           client: str = "") -> list[Connection] | MetaGrant:
     """Complete an authorization: consume the state, exchange the code, store the accounts.
+
+    A Facebook Login that granted several Pages (or Instagram accounts) stores none of them: it returns a
+    pending :class:`MetaGrant` for the user to pick from (:mod:`aiposter.services.grants`). One account
+    is connected at once.
 
     The consumed state is committed before the provider is called, so a state works once even if the
     exchange fails, and no transaction (on SQLite: the write lock) stays open during network calls."""
+    from aiposter.services import grants
+
     oauth.check_configured(cfg, provider)
     user_id, verifier = take_state(s, keyring, provider, state, user, browser_nonce)
     s.commit()
     accounts = oauth.exchange(cfg, provider, code, redirect_uri, verifier)
     if s.get(User, user_id) is None:
         raise NotFound("the account that started this connection no longer exists")
+    if provider in grants.PROVIDERS and len(accounts) > 1:
+        return grants.hold(s, keyring, user_id, provider, accounts)
     return store(s, keyring, user_id, provider, accounts, client)

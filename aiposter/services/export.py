@@ -1,8 +1,9 @@
 """Data portability: everything stored about a user as one JSON-ready document, without any secret.
 
-Left out on purpose: the password hash, session token hashes, pending OAuth states and connection
-credentials (ciphertext). Everything else the user owns is in: profile, connections, watches with their
-targets and the files they have seen, posts with targets and history.
+Left out on purpose: the password hash, session token hashes, pending OAuth states, pending choices of
+Facebook Pages (Page tokens, deleted within 30 minutes) and connection credentials (ciphertext).
+Everything else the user owns is in: profile, connections, watches with their targets and the files they
+have seen, posts with targets and history.
 """
 
 from __future__ import annotations

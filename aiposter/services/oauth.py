@@ -3,8 +3,9 @@
 * ``google_drive``: google-auth-oauthlib's web-server Flow with PKCE (S256), offline access, the single
   scope ``drive.readonly``; the account is named from Drive's ``about`` resource.
 * ``facebook`` / ``instagram``: Facebook Login on the Meta app. The code becomes a long-lived user token,
-  then one connection per Page (``facebook``) or per Instagram professional account linked to a Page
-  (``instagram``, published with that Page's token, which does not expire).
+  then one account per Page (``facebook``) or per Instagram professional account linked to a Page
+  (``instagram``, published with that Page's token, which does not expire). When there are several, the
+  user picks which become connections (:mod:`aiposter.services.grants`).
 * ``threads``: Threads Login. The code becomes a long-lived (60-day) user token.
 
 Nothing here touches the database; :mod:`aiposter.services.connections` stores what comes back.

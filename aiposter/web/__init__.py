@@ -18,8 +18,9 @@ STATIC = Path(__file__).parent / "static"
 
 def install(api: FastAPI) -> None:
     """Add the pages, the static files and the HTML error pages to the API's app."""
-    from aiposter.web import errors, routes
+    from aiposter.web import errors, grants, routes
 
     api.mount("/static", StaticFiles(directory=STATIC), name="static")
     api.include_router(routes.router)
+    api.include_router(grants.router)
     errors.install(api)

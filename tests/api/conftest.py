@@ -24,6 +24,18 @@ def fake_oauth():
 
 
 @pytest.fixture
+def meta_pages(fake_oauth):
+    """Call with the Pages the fake Facebook Login should grant in this test (the fake is shared)."""
+    saved = fake_oauth.pages
+
+    def grant(*pages):
+        fake_oauth.pages = list(pages)
+
+    yield grant
+    fake_oauth.pages = saved
+
+
+@pytest.fixture
 def photos(tmp_path):
     """A folder of ann's, under her local root (each user's root is home/<email>)."""
     p = tmp_path / "home" / "ann@example.com" / "photos"

@@ -22,13 +22,18 @@ THREADS_ID, THREADS_SECRET = "threads-app", "threads-secret"
 DRIVE_SCOPE = "https://www.googleapis.com/auth/drive.readonly"
 
 
+# Facebook Pages a user may grant, some with a linked Instagram professional account.
+BAKERY = {"id": "p1", "name": "Bakery", "ig": {"id": "ig1", "username": "bakery.ig"}}
+GARAGE = {"id": "p2", "name": "Garage", "ig": None}
+FLORIST = {"id": "p3", "name": "Florist", "ig": {"id": "ig3", "username": "florist.ig"}}
+
+
 class FakeOAuth:
     def __init__(self):
         self.codes: dict[str, dict] = {}  # code -> what the authorize request carried
         self.tokens: dict[str, str] = {}  # token -> kind
         self.calls: list[tuple[str, str]] = []
-        self.pages = [{"id": "p1", "name": "Bakery", "ig": {"id": "ig1", "username": "bakery.ig"}},
-                      {"id": "p2", "name": "Garage", "ig": None}]
+        self.pages = [BAKERY, GARAGE]  # what Facebook Login grants (tests set their own)
         self.grant_scope = DRIVE_SCOPE
         self.revoked: set[str] = set()  # refresh tokens the user revoked (Google answers invalid_grant)
         fake = self

@@ -31,12 +31,15 @@ def test_someone_elses_browser_cannot_finish_a_users_connection(client, applicat
     assert r.status_code == 400 and r.json()["error"]["code"] == "oauth_failed"
     assert "did not start" in r.json()["error"]["message"]
     assert _connections(application, ann.id) == []
-    # The state was not spent: ann, in her own browser, still finishes and sees what was linked.
+    # The state was not spent: ann, in her own browser, still finishes and sees what was granted, to pick from.
     code, _ = fake_oauth.approve(authorize_url)  # her own consent
     r = client.get("/api/v1/connections/facebook/callback", params={"code": code, "state": state})
     assert r.status_code == 200, r.text
-    assert [c["account_name"] for c in r.json()] == ["Bakery", "Garage"]
+    assert [c["account_name"] for c in r.json()["pending"]["candidates"]] == ["Bakery", "Garage"]
     assert "max-age=0" in r.headers["set-cookie"].lower() or 'expires=' in r.headers["set-cookie"].lower()
+    r = client.post(f"/api/v1/connections/grants/{r.json()['pending']['id']}/select", headers=ann.headers,
+                    json={"account_ids": ["p1", "p2"]})
+    assert r.status_code == 200, r.text
     assert len(_connections(application, ann.id)) == 2
 
 

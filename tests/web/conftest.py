@@ -15,6 +15,7 @@ from api.conftest import (  # noqa: F401 - fixtures shared with the API tests
     bobs_photos,
     client,
     fake_oauth,
+    meta_pages,
     photos,
 )
 

@@ -15,14 +15,18 @@ from aiposter.api.schemas import (
     ConnectionOut,
     Done,
     DriveFolderPage,
+    GrantOut,
+    GrantSelect,
     OAuthFinish,
     OAuthStart,
     PathId,
+    PendingOut,
     Provider,
     Text,
 )
 from aiposter.app import App
-from aiposter.services import connections, drive
+from aiposter.core.models import MetaGrant
+from aiposter.services import connections, drive, grants
 from aiposter.services.oauth import OAuthFailed
 
 router = APIRouter(prefix="/api/v1/connections", tags=["connections"])
@@ -34,6 +38,41 @@ def redirect_uri(app: App, provider: str) -> str:
 
 def _out(cs) -> list[ConnectionOut]:
     return [ConnectionOut.model_validate(connections.connection_dict(c)) for c in cs]
+
+
+def _finished(s, app: App, result) -> list[ConnectionOut] | PendingOut:
+    """What finishing returns: the connections made, or the pending choice when several were granted."""
+    if isinstance(result, MetaGrant):
+        return PendingOut(pending=GrantOut.model_validate(grants.grant_dict(s, app.keyring, result)))
+    return _out(result)
+
+
+FINISHED = {"description": "The accounts connected, or, when a Facebook Login granted several Pages or "
+                           "Instagram accounts, `pending`: pick which to use at `/connections/grants/{id}`."}
+
+
+@router.get("/grants/{grant_id}", response_model=GrantOut, responses=responses(401, 404, 410, 422))
+def get_grant(grant_id: PathId, user: CurrentUser, s: DB, app: Application) -> GrantOut:
+    """The accounts a Facebook Login granted, waiting to be picked (no tokens). Already connected ones
+    say so. 410 once the choice expired (30 minutes)."""
+    return GrantOut.model_validate(grants.grant_dict(s, app.keyring, grants.get_grant(s, grant_id, user)))
+
+
+@router.post("/grants/{grant_id}/select", response_model=list[ConnectionOut],
+             responses=responses(401, 404, 410, 422))
+def select_grant(grant_id: PathId, body: GrantSelect, user: CurrentUser, s: DB, app: Application,
+                 request: Request) -> list[ConnectionOut]:
+    """Connect exactly the chosen accounts (a connected one gets its new token and is active again); the
+    pending choice and the other accounts' tokens are deleted. Accounts left out are not disconnected."""
+    return _out(grants.select_accounts(s, app.keyring, user, grant_id, body.account_ids,
+                                       client=client_address(request)))
+
+
+@router.delete("/grants/{grant_id}", response_model=Done, responses=responses(401, 404, 422))
+def discard_grant(grant_id: PathId, user: CurrentUser, s: DB) -> Done:
+    """Connect none of them: the pending choice and the tokens in it are deleted now."""
+    grants.discard(s, user, grant_id)
+    return Done(detail=f"pending choice {grant_id} discarded; nothing was connected")
 
 
 @router.get("", response_model=list[ConnectionOut], responses=responses(401))
@@ -92,15 +131,17 @@ def start(provider: Provider, user: CurrentUser, s: DB, app: Application, reques
     return out
 
 
-@router.get("/{provider}/callback", response_model=list[ConnectionOut], responses=responses(400, 422))
+@router.get("/{provider}/callback", response_model=list[ConnectionOut] | PendingOut,
+            responses={200: FINISHED, **responses(400, 422)})
 def callback(provider: Provider, s: DB, app: Application, request: Request, response: Response,
              state: Annotated[Text(200, 1), Query()],
              code: Annotated[Text(4096, 1) | None, Query()] = None,
              error: Annotated[Text(200) | None, Query()] = None,
-             error_description: Annotated[Text(1000) | None, Query()] = None) -> list[ConnectionOut]:
+             error_description: Annotated[Text(1000) | None, Query()] = None) -> list[ConnectionOut] | PendingOut:
     """Where the provider redirects the browser. No bearer token: the single-use `state` from `start`
     identifies the user who began the connection, and the cookie set by `start` proves this is the
-    browser that began it. The answer lists the accounts that were linked."""
+    browser that began it. The answer lists the accounts that were linked, or, when a Facebook Login
+    granted several, the pending choice (a browser is sent to the page where it picks)."""
     nonce = request.cookies.get(_cookie(provider))
     if error or not code:
         connections.take_state(s, app.keyring, provider, state, browser_nonce=nonce)
@@ -109,18 +150,23 @@ def callback(provider: Provider, s: DB, app: Application, request: Request, resp
     linked = connections.finish(s, app.cfg, app.keyring, provider, state, code, redirect_uri(app, provider),
                                 browser_nonce=nonce, client=client_address(request))
     if "text/html" in request.headers.get("accept", ""):  # a browser, sent here by the web interface
-        names = ", ".join(c.account_name or c.account_id for c in linked) or "no account"
-        response = RedirectResponse(f"/{'drive' if provider == 'google_drive' else 'social'}?"
-                                    + urlencode({"done": f"Connected: {names}."}), status_code=303)
+        if isinstance(linked, MetaGrant):
+            response = RedirectResponse(f"/connections/grants/{linked.id}", status_code=303)
+        else:
+            names = ", ".join(c.account_name or c.account_id for c in linked) or "no account"
+            response = RedirectResponse(f"/{'drive' if provider == 'google_drive' else 'social'}?"
+                                        + urlencode({"done": f"Connected: {names}."}), status_code=303)
     response.delete_cookie(_cookie(provider), path=_callback_path(provider), httponly=True, samesite="lax",
                            secure=request.url.scheme == "https")
-    return response if isinstance(response, RedirectResponse) else _out(linked)
+    return response if isinstance(response, RedirectResponse) else _finished(s, app, linked)
 
 
-@router.post("/{provider}/finish", response_model=list[ConnectionOut], responses=responses(400, 401, 422))
+@router.post("/{provider}/finish", response_model=list[ConnectionOut] | PendingOut,
+             responses={200: FINISHED, **responses(400, 401, 422)})
 def finish(provider: Provider, body: OAuthFinish, user: CurrentUser, s: DB, app: Application,
-           request: Request) -> list[ConnectionOut]:
+           request: Request) -> list[ConnectionOut] | PendingOut:
     """For front ends that receive the redirect themselves, or flows started outside a browser: hand over
-    `state` and `code`. The state must have been started by the same user."""
-    return _out(connections.finish(s, app.cfg, app.keyring, provider, body.state, body.code,
-                                   redirect_uri(app, provider), user=user, client=client_address(request)))
+    `state` and `code`. The state must have been started by the same user. Answers like the callback."""
+    return _finished(s, app, connections.finish(s, app.cfg, app.keyring, provider, body.state, body.code,
+                                                redirect_uri(app, provider), user=user,
+                                                client=client_address(request)))
