@@ -99,3 +99,16 @@ def test_links_signed_before_a_key_rotation_still_verify():
     _, _, post, expires, sig = _path(before.url(7, now)).split("/")
     assert after.verify(7, int(expires), sig.removesuffix(".jpg"), now)
     assert not MediaUrls(Keyring(new), "https://x", 3600).verify(7, int(expires), sig.removesuffix(".jpg"), now)
+
+
+def test_a_fetch_is_served_while_the_pipeline_holds_the_write_lock(client, application, in_flight):
+    """The platforms fetch while the pipeline writes: the route reads a snapshot and never queues
+    behind a write transaction (on SQLite it took the write lock and waited for it)."""
+    post_id, data = in_flight
+    url = urls_for(application.cfg, application.keyring).url(post_id, utcnow())
+    with session_scope(application.engine) as s:  # a pipeline transaction in progress, write lock taken
+        post = s.get(Post, post_id)
+        post.last_error = "a step in progress"
+        s.flush()
+        r = client.get(_path(url))
+        assert r.status_code == 200 and r.content == data
