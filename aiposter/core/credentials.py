@@ -155,29 +155,34 @@ def hold_target(engine: Engine, cfg: Config, target_id: int, owner: str) -> bool
 
     A connection that cannot be used pauses ``connection:<id>``; an adapter's pause of the destination
     (``destination:<platform>``) or of the account holds the target too."""
-    now = utcnow()
     with session_scope(engine) as s:
-        t = s.get(PostTarget, target_id)
-        if t is None or t.status in states.TARGET_TERMINAL:
-            return False
-        scopes = [f"destination:{t.platform}"]
-        if t.connection_id is not None:
-            scope = f"connection:{t.connection_id}"
-            problem = unusable_reason(s.get(Connection, t.connection_id), now)
-            if problem is not None:
-                p = pauses.get(s, scope)
-                if p is None or p.until <= now:
-                    p = pauses.pause(s, cfg, scope, StepError(problem, permanent=True, code="auth"),
-                                     connection_id=t.connection_id, now=now)
-                pauses.hold_target(s, target_id, scope, p.until, f"waiting: {problem}")
-                return True
-            scopes.append(scope)
-        for scope in scopes:
-            admission = pauses.admit(s, scope, f"{owner}:target:{target_id}", now=now,
-                                     probe_seconds=cfg.daemon.lease_seconds)
-            if admission.held:
-                pauses.hold_target(s, target_id, scope, admission.until, admission.reason)
-                return True
+        return hold_target_in(s, cfg, target_id, owner)
+
+
+def hold_target_in(s: Session, cfg: Config, target_id: int, owner: str) -> bool:
+    """:func:`hold_target` inside the caller's transaction (the pipeline reads the target in the same one)."""
+    now = utcnow()
+    t = s.get(PostTarget, target_id)
+    if t is None or t.status in states.TARGET_TERMINAL:
+        return False
+    scopes = [f"destination:{t.platform}"]
+    if t.connection_id is not None:
+        scope = f"connection:{t.connection_id}"
+        problem = unusable_reason(s.get(Connection, t.connection_id), now)
+        if problem is not None:
+            p = pauses.get(s, scope)
+            if p is None or p.until <= now:
+                p = pauses.pause(s, cfg, scope, StepError(problem, permanent=True, code="auth"),
+                                 connection_id=t.connection_id, now=now)
+            pauses.hold_target(s, target_id, scope, p.until, f"waiting: {problem}")
+            return True
+        scopes.append(scope)
+    for scope in scopes:
+        admission = pauses.admit(s, scope, f"{owner}:target:{target_id}", now=now,
+                                 probe_seconds=cfg.daemon.lease_seconds)
+        if admission.held:
+            pauses.hold_target(s, target_id, scope, admission.until, admission.reason)
+            return True
     return False
 
 

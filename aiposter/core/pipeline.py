@@ -373,15 +373,26 @@ def _ago(delta: timedelta) -> str:
 # =========================================================================== post steps
 
 
+# What a step answers: False (stop here: nothing more is due now), True (advanced: look at the post
+# again), a post status (advanced to it and due now, with the lease still ours, all read in the step's own
+# last transaction, so the loop need not read it again), or RELEASED (stop: the step's last transaction
+# already dropped the lease, so the loop's release would be a transaction for nothing).
+RELEASED = "released"
+
+
 def process_post(ctx: Context, post_id: int) -> None:
     """Run the post's due steps one after another while we hold its lease."""
+    known: str | None = None  # the post's status as the last step committed it (then due, lease ours)
     for _ in range(8):  # bounded: at most every step once, plus publish rounds
-        with session_scope(ctx.engine) as s:
-            post = s.get(Post, post_id)
-            if post is None or post.lease_owner != ctx.owner:
-                return
-            status = post.status
-            due = post.next_attempt_at <= utcnow()
+        if known is not None:
+            status, due = known, True
+        else:
+            with session_scope(ctx.engine) as s:
+                post = s.get(Post, post_id)
+                if post is None or post.lease_owner != ctx.owner:
+                    return
+                status = post.status
+                due = post.next_attempt_at <= utcnow()
         if status not in states.POST_ACTIVE or not due:
             break
         step = {states.DETECTED: _download, states.DOWNLOADED: _caption, states.AWAITING_REVIEW: _review_due,
@@ -392,8 +403,11 @@ def process_post(ctx: Context, post_id: int) -> None:
             log.exception("post.step_crashed", extra=fields(post_id=post_id, status=status))
             _step_failed(ctx, post_id, status, StepError(f"internal error: {exc!r}"))
             advanced = False
+        if advanced == RELEASED:
+            return
         if not advanced:
             break
+        known = advanced if isinstance(advanced, str) else None
     _release(ctx, post_id)
 
 
@@ -401,6 +415,14 @@ def _release(ctx: Context, post_id: int) -> None:
     with session_scope(ctx.engine) as s:
         s.execute(sa.update(Post).where(Post.id == post_id, Post.lease_owner == ctx.owner)
                   .values(lease_owner=None, lease_expires_at=None))
+
+
+def _next(ctx: Context, post: Post) -> str | bool:
+    """A step's answer once it advanced ``post`` (in the step's last transaction): its new status when the
+    lease is still ours and it is due now, else True (the loop reads it again)."""
+    if post.lease_owner == ctx.owner and post.next_attempt_at <= utcnow():
+        return post.status
+    return True
 
 
 def _load(s: Session, post_id: int) -> tuple[Post, Watch, User]:
@@ -434,10 +456,7 @@ def _download(ctx: Context, post_id: int) -> bool:
         ctx.source(source_name).fetch(ref, source_ref, raw, ctx.cfg.images.max_file_bytes)
         if chosen_types:
             _check_type(raw, chosen_types)
-        duplicate = _claim_content(ctx, post_id, ref.id, _sha256(raw))
-        if duplicate is not None:
-            _skip_duplicate(ctx, post_id, duplicate)
-            return False
+        digest = _sha256(raw)
         im = ctx.cfg.images
         prepared = images.prepare(raw, work, max_pixels=im.max_pixels, max_edge=im.max_edge,
                                   quality=im.jpeg_quality, max_bytes=im.max_file_bytes,
@@ -463,24 +482,45 @@ def _download(ctx: Context, post_id: int) -> bool:
     finally:
         for path in (raw, work, *fitted.values()):
             path.unlink(missing_ok=True)
-    with session_scope(ctx.engine) as s:
-        post = s.get(Post, post_id)
-        # A retried post keeps the captions it already had: no second LLM call. A post whose image went
-        # missing mid-publish goes back to publishing (its targets keep their state).
-        started = s.execute(sa.select(sa.func.count()).select_from(PostTarget).where(
-            PostTarget.post_id == post_id, PostTarget.status != states.T_PENDING)).scalar()
-        post.status = (states.PUBLISHING if post.captions and started else
-                       states.CAPTIONED if post.captions else states.DOWNLOADED)
-        post.media_key = key
-        post.media_bytes = prepared.bytes
-        post.width, post.height = prepared.width, prepared.height
-        post.capture_time = prepared.capture_time
-        _advance(post)
-        add_event(s, post_id, states.DOWNLOADED,
-                  f"{prepared.source_format} image prepared as {prepared.width}x{prepared.height} JPEG, "
-                  "metadata removed")
-    log.info("post.downloaded", extra=fields(post_id=post_id, bytes=prepared.bytes))
-    return True
+    # The content hash is claimed in the same transaction that records the download: nothing external
+    # happens between the two (the bytes are our own), and one commit fewer per photo. A duplicate is found
+    # after its (wasted, local) preparation instead of before; duplicates are rare.
+    for _ in range(3):
+        try:
+            with session_scope(ctx.engine) as s:
+                s.execute(sa.update(Post).where(Post.id == post_id).values(content_hash=digest))
+                post = s.get(Post, post_id)
+                # A retried post keeps the captions it already had: no second LLM call. A post whose image
+                # went missing mid-publish goes back to publishing (its targets keep their state).
+                started = s.execute(sa.select(sa.func.count()).select_from(PostTarget).where(
+                    PostTarget.post_id == post_id, PostTarget.status != states.T_PENDING)).scalar()
+                post.status = (states.PUBLISHING if post.captions and started else
+                               states.CAPTIONED if post.captions else states.DOWNLOADED)
+                post.media_key = key
+                post.media_bytes = prepared.bytes
+                post.width, post.height = prepared.width, prepared.height
+                post.capture_time = prepared.capture_time
+                _advance(post)
+                add_event(s, post_id, states.DOWNLOADED,
+                          f"{prepared.source_format} image prepared as {prepared.width}x{prepared.height} "
+                          "JPEG, metadata removed")
+                following = _next(ctx, post)
+        except sa.exc.IntegrityError:
+            # The unique index (watch_id, content_hash) decides, so two workers downloading two copies of
+            # one photo at once cannot both go on.
+            with session_scope(ctx.engine) as s:
+                other = s.exec(select(Post).where(Post.watch_id == ref.id, Post.content_hash == digest,
+                                                  Post.id != post_id)).first()
+            if other is not None:
+                _skip_duplicate(ctx, post_id, other)  # deletes the prepared image with the post's media
+                return False
+            continue  # the other post ended (failed or skipped) and released the hash meanwhile: again
+        log.info("post.downloaded", extra=fields(post_id=post_id, bytes=prepared.bytes))
+        return following
+    media.delete_post(post_id)
+    _step_failed(ctx, post_id, states.DETECTED, StepError("could not record the photo's content hash",
+                                                          code="conflict"))
+    return False
 
 
 # A file that left the source before it was downloaded (trashed in Drive), or whose image type the watch
@@ -529,25 +569,6 @@ def _sha256(path: Path) -> str:
         return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
-def _claim_content(ctx: Context, post_id: int, watch_id: int, digest: str) -> Post | None:
-    """Record the post's content hash; None if it is now the watch's only live post of these bytes, else
-    the post that already has them. The unique index (watch_id, content_hash) decides, so two workers
-    downloading two copies of one photo at once cannot both go on."""
-    for _ in range(3):
-        try:
-            with session_scope(ctx.engine) as s:
-                s.execute(sa.update(Post).where(Post.id == post_id).values(content_hash=digest))
-            return None
-        except sa.exc.IntegrityError:
-            with session_scope(ctx.engine) as s:
-                other = s.exec(select(Post).where(Post.watch_id == watch_id, Post.content_hash == digest,
-                                                  Post.id != post_id)).first()
-            if other is not None:
-                return other
-            # The other post ended (failed or skipped) and released the hash meanwhile: claim again.
-    raise StepError("could not record the photo's content hash", code="conflict")
-
-
 def _skip_duplicate(ctx: Context, post_id: int, other: Post) -> None:
     reason = (f"the same photo (identical bytes) as post {other.id} ({other.file_name!r}, {other.status}); "
               "not posted twice")
@@ -581,10 +602,10 @@ def _caption(ctx: Context, post_id: int) -> bool:
             prompt_template=w.prompt_template, brand_voice=user.brand_voice,
             default_hashtags=list(user.default_hashtags or []), revision_note=post.review_note or "",
         )
-    # A captioner fault is a fault of the whole provider: it is paused in the database for every replica
-    # (see core/pauses.py), and posts wait for it instead of each failing the same way.
-    scope, fingerprint = f"captioner:{name}", pauses.captioner_fingerprint(ctx.cfg, name)
-    with session_scope(ctx.engine) as s:
+        # A captioner fault is a fault of the whole provider: it is paused in the database for every replica
+        # (see core/pauses.py), and posts wait for it instead of each failing the same way. Admitted in the
+        # transaction that read the post: committed before the captioner is called, one commit fewer.
+        scope, fingerprint = f"captioner:{name}", pauses.captioner_fingerprint(ctx.cfg, name)
         admission = pauses.admit(s, scope, f"{ctx.owner}:post:{post_id}", fingerprint=fingerprint,
                                  probe_seconds=ctx.cfg.daemon.lease_seconds)
         if admission.held:
@@ -626,8 +647,9 @@ def _caption(ctx: Context, post_id: int) -> bool:
         if w.approval == "review" or post.review_expires_at is not None:  # nothing goes out unapproved
             review.hold_for_review(s, post, w)
             return False
+        following = _next(ctx, post)
     log.info("post.captioned", extra=fields(post_id=post_id, captioner=name))
-    return True
+    return following
 
 
 def _step_failed(ctx: Context, post_id: int, status: str, exc: StepError) -> None:
@@ -724,8 +746,11 @@ def _publish(ctx: Context, post_id: int) -> bool:
                                      PostTarget.next_attempt_at <= now).order_by(PostTarget.id))]
     if targets and _media_missing(ctx, post_id, key):
         return True
-    for target_id in targets:
-        _publish_target(ctx, post_id, target_id)
+    for i, target_id in enumerate(targets):
+        # The last target's outcome and the post's settling share one transaction when it published.
+        settled = _publish_target(ctx, post_id, target_id, settle=i == len(targets) - 1)
+    if targets and settled is not None:
+        return settled
     return _settle(ctx, post_id)
 
 
@@ -790,10 +815,12 @@ def _checkpoint(ctx: Context, target_id: int, handle: dict) -> None:
         t.updated_at = utcnow()
 
 
-def _publish_target(ctx: Context, post_id: int, target_id: int) -> None:
-    if credentials.hold_target(ctx.engine, ctx.cfg, target_id, ctx.owner):
-        return  # its account needs re-authorization, or its destination or account is paused
+def _publish_target(ctx: Context, post_id: int, target_id: int, settle: bool = False) -> str | bool | None:
+    """One step of one target. ``settle``: when it publishes, settle the post in the same transaction and
+    answer as :func:`_settle`; None when it did not settle."""
     with session_scope(ctx.engine) as s:
+        if credentials.hold_target_in(s, ctx.cfg, target_id, ctx.owner):
+            return None  # its account needs re-authorization, or its destination or account is paused
         post = s.get(Post, post_id)
         t = s.get(PostTarget, target_id)
         platform = t.platform
@@ -845,8 +872,8 @@ def _publish_target(ctx: Context, post_id: int, target_id: int) -> None:
             _target_failed(ctx, target_id, _internal(exc), count=True, in_flight=True)
             return
         if isinstance(outcome, Published):
-            _target_published(ctx, target_id, outcome, "confirmed after an interrupted attempt")
-            return
+            return _target_published(ctx, target_id, outcome, "confirmed after an interrupted attempt",
+                                     settle=post_id if settle else None)
         if isinstance(outcome, Pending):
             _target_pending(ctx, target_id, outcome, "found in progress after an interrupted attempt")
             return
@@ -897,7 +924,8 @@ def _publish_target(ctx: Context, post_id: int, target_id: int) -> None:
         _target_failed(ctx, target_id, _internal(exc), count=not fresh, in_flight=True)
         return
     if isinstance(outcome, Published):
-        _target_published(ctx, target_id, outcome, f"published on {platform}")
+        return _target_published(ctx, target_id, outcome, f"published on {platform}",
+                                 settle=post_id if settle else None)
     elif isinstance(outcome, Pending):
         _target_pending(ctx, target_id, outcome)
     else:
@@ -952,7 +980,11 @@ def _internal(exc: Exception) -> PublishError:
     return PublishError(f"internal error: {exc!r}", code="internal")
 
 
-def _target_published(ctx: Context, target_id: int, result: Published, message: str) -> None:
+def _target_published(ctx: Context, target_id: int, result: Published, message: str,
+                       settle: int | None = None) -> str | bool | None:
+    """Record the target as published; with ``settle`` (its post's id), settle that post in the same
+    transaction (nothing external happens between the two) and answer as :func:`_settle`."""
+    settled = None
     with session_scope(ctx.engine) as s:
         t = s.get(PostTarget, target_id)
         t.status = states.T_PUBLISHED
@@ -962,8 +994,12 @@ def _target_published(ctx: Context, target_id: int, result: Published, message: 
         t.step_started_at = t.pending_since = None
         t.last_error = None
         add_event(s, t.post_id, states.T_PUBLISHED, f"{message}: {result.platform_post_id}", target_id)
-    log.info("target.published", extra=fields(post_id=t.post_id, target_id=target_id, platform=t.platform,
-                                              platform_post_id=result.platform_post_id))
+        post_id, platform = t.post_id, t.platform
+        log.info("target.published", extra=fields(post_id=post_id, target_id=target_id, platform=platform,
+                                                  platform_post_id=result.platform_post_id))
+        if settle is not None:
+            settled = _settle_in(s, ctx, settle)
+    return settled
 
 
 def _target_pending(ctx: Context, target_id: int, pending: Pending, message: str = "") -> None:
@@ -1026,32 +1062,45 @@ def _target_failed(ctx: Context, target_id: int, exc: StepError, *, count: bool 
         add_event(s, t.post_id, t.status, t.last_error, target_id)
 
 
-def _settle(ctx: Context, post_id: int) -> bool:
+def _settle(ctx: Context, post_id: int) -> str | bool:
     """Finish the post when every target is done; otherwise schedule the next round."""
     with session_scope(ctx.engine) as s:
-        post = s.get(Post, post_id)
-        ts = list(s.exec(select(PostTarget).where(PostTarget.post_id == post_id)))
-        open_ = [t for t in ts if t.status not in states.TARGET_TERMINAL]
-        if open_:
-            post.next_attempt_at = min(t.next_attempt_at for t in open_)
-            errors = [t.last_error for t in open_ if t.last_error]
-            post.last_error = errors[0] if errors else None
-            post.updated_at = utcnow()
-            return False
-        ok = [t for t in ts if t.status == states.T_PUBLISHED]
-        bad = [t for t in ts if t.status == states.T_FAILED]
-        if ok and not bad:
-            post.last_error = None
-            _finish(s, ctx, post, states.PUBLISHED, "published on " + ", ".join(t.platform for t in ok))
-        elif ok:
-            post.last_error = "; ".join(t.last_error or t.platform for t in bad)
-            _finish(s, ctx, post, states.PARTIAL,
-                    f"published on {', '.join(t.platform for t in ok)}; failed on "
-                    f"{', '.join(t.platform for t in bad)}")
-        elif bad:
-            post.last_error = "; ".join(t.last_error or t.platform for t in bad)
-            _finish(s, ctx, post, states.FAILED, post.last_error)
-        else:
-            _finish(s, ctx, post, states.SKIPPED, post.last_error or "no target to publish to")
-        log.info("post.finished", extra=fields(post_id=post_id, status=post.status))
-        return False
+        return _settle_in(s, ctx, post_id)
+
+
+def _settle_in(s: Session, ctx: Context, post_id: int) -> str | bool:
+    """:func:`_settle` in the caller's transaction. The round ends here either way, so the post's lease is
+    dropped in the same transaction (RELEASED) instead of in one of its own."""
+    post = s.get(Post, post_id)
+    released = post.lease_owner == ctx.owner
+    ts = list(s.exec(select(PostTarget).where(PostTarget.post_id == post_id)))
+    open_ = [t for t in ts if t.status not in states.TARGET_TERMINAL]
+    if open_:
+        post.next_attempt_at = min(t.next_attempt_at for t in open_)
+        errors = [t.last_error for t in open_ if t.last_error]
+        post.last_error = errors[0] if errors else None
+        post.updated_at = utcnow()
+        if released and post.next_attempt_at <= post.updated_at:
+            return states.PUBLISHING  # a step is due again now (a container just made): keep going
+        if released:
+            post.lease_owner = post.lease_expires_at = None
+        return RELEASED if released else False
+    if released:
+        post.lease_owner = post.lease_expires_at = None
+    ok = [t for t in ts if t.status == states.T_PUBLISHED]
+    bad = [t for t in ts if t.status == states.T_FAILED]
+    if ok and not bad:
+        post.last_error = None
+        _finish(s, ctx, post, states.PUBLISHED, "published on " + ", ".join(t.platform for t in ok))
+    elif ok:
+        post.last_error = "; ".join(t.last_error or t.platform for t in bad)
+        _finish(s, ctx, post, states.PARTIAL,
+                f"published on {', '.join(t.platform for t in ok)}; failed on "
+                f"{', '.join(t.platform for t in bad)}")
+    elif bad:
+        post.last_error = "; ".join(t.last_error or t.platform for t in bad)
+        _finish(s, ctx, post, states.FAILED, post.last_error)
+    else:
+        _finish(s, ctx, post, states.SKIPPED, post.last_error or "no target to publish to")
+    log.info("post.finished", extra=fields(post_id=post_id, status=post.status))
+    return RELEASED if released else False

@@ -118,3 +118,16 @@ def test_a_fitted_copy_has_its_own_signed_link(client, application, in_flight):
     assert client.get(_path(url).replace("/instagram/", "/")).status_code == 404
     # a variant never made answers like any other refusal
     assert client.get(_path(urls.url(post_id, utcnow(), "threads"))).status_code == 404
+
+
+def test_a_fetch_is_served_while_the_pipeline_holds_the_write_lock(client, application, in_flight):
+    """The platforms fetch while the pipeline writes: the route reads a snapshot and never queues
+    behind a write transaction (on SQLite it took the write lock and waited for it)."""
+    post_id, data = in_flight
+    url = urls_for(application.cfg, application.keyring).url(post_id, utcnow())
+    with session_scope(application.engine) as s:  # a pipeline transaction in progress, write lock taken
+        post = s.get(Post, post_id)
+        post.last_error = "a step in progress"
+        s.flush()
+        r = client.get(_path(url))
+        assert r.status_code == 200 and r.content == data

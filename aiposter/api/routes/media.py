@@ -18,13 +18,15 @@ import functools
 import io
 from collections.abc import Iterator
 
+import sqlalchemy as sa
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
-from aiposter.api.deps import DB, Application
+from aiposter.api.deps import Application
 from aiposter.core import states
 from aiposter.core.media import PROBE, post_key
 from aiposter.core.models import Post, utcnow
+from aiposter.db import read_scope
 from aiposter.services import NotFound
 
 router = APIRouter(tags=["media"], include_in_schema=False)
@@ -63,22 +65,25 @@ def probe(expires: int, signature: str, request: Request) -> Response:
 
 
 @router.api_route("/media/{post_id}/{expires}/{signature}.jpg", methods=["GET", "HEAD"])
-def media(post_id: int, expires: int, signature: str, request: Request, app: Application, s: DB) -> Response:
-    return _serve(post_id, None, expires, signature, request, app, s)
+def media(post_id: int, expires: int, signature: str, request: Request, app: Application) -> Response:
+    return _serve(post_id, None, expires, signature, request, app)
 
 
 @router.api_route("/media/{post_id}/{variant}/{expires}/{signature}.jpg", methods=["GET", "HEAD"])
-def media_variant(post_id: int, variant: str, expires: int, signature: str, request: Request, app: Application,
-                  s: DB) -> Response:
-    return _serve(post_id, variant, expires, signature, request, app, s)
+def media_variant(post_id: int, variant: str, expires: int, signature: str, request: Request,
+                  app: Application) -> Response:
+    return _serve(post_id, variant, expires, signature, request, app)
 
 
-def _serve(post_id: int, variant: str | None, expires: int, signature: str, request: Request, app, s) -> Response:
+def _serve(post_id: int, variant: str | None, expires: int, signature: str, request: Request, app) -> Response:
     urls = request.app.state.media_urls
     now = utcnow()
     if urls is None or not urls.verify(post_id, expires, signature, now, variant):
         raise _gone()
-    post = s.get(Post, post_id)
+    # A read snapshot (no write gate, no SQLite write lock): the platforms fetch while the pipeline
+    # writes, and a fetch queued behind the pipeline's transactions slowed every container step.
+    with read_scope(app.engine) as conn:
+        post = conn.execute(sa.select(Post.status, Post.media_key).where(Post.id == post_id)).first()
     if post is None or post.status not in states.POST_ACTIVE or not post.media_key:
         raise _gone()
     key = post.media_key if variant is None else post_key(post_id, variant)  # signed: a valid name
