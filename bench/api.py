@@ -81,7 +81,8 @@ ACTIVE = ("detected", "downloaded", "captioned", "publishing")
 POSTS_SQL = ("SELECT id, watch_id, file_name, folder_name, source_ref, status, last_error, next_attempt_at, "
              "created_at, finished_at FROM post WHERE user_id = :uid ORDER BY id DESC LIMIT 50")
 WATCH_COLUMNS = ("id, name, source, source_connection_id, folder, folder_name, interval_seconds, prompt_template, "
-                 "captioner, backfill, maximum_age_hours, min_spacing_seconds, enabled, baseline_done, "
+                 "captioner, backfill, maximum_age_hours, min_spacing_seconds, approval, review_ttl_hours, "
+                 "schedule_tz, schedule_windows, daily_cap, include_subfolders, enabled, baseline_done, "
                  "last_poll_at, last_poll_error, next_poll_at, created_at")
 WATCHES_SQL = (f"SELECT {WATCH_COLUMNS}, (SELECT string_agg(platform, ',') FROM watch_target t "
                "WHERE t.watch_id = w.id) AS targets FROM watch w WHERE user_id = :uid ORDER BY id")
@@ -118,16 +119,17 @@ def add_ceiling(api, engine, uid: int) -> None:
     @api.get("/ceiling/watches")
     async def ceiling_watches():
         with engine.connect() as conn:
-            rows = conn.execute(watches_sql, {"uid": uid}).all()
+            result = conn.execute(watches_sql, {"uid": uid})
+            keys, rows = list(result.keys()), result.all()
         out = []
         for r in rows:
-            d = dict(r._mapping)
+            d = dict(zip(keys, r))
             for k in ("last_poll_at", "next_poll_at", "created_at"):
                 d[k] = _ts(d[k])
             d["targets"] = d["targets"].split(",") if d["targets"] else []
             d["status"] = "error" if d["last_poll_error"] else "active" if d["enabled"] else "paused"
-            d["backfill"], d["enabled"], d["baseline_done"] = (bool(d["backfill"]), bool(d["enabled"]),
-                                                                bool(d["baseline_done"]))
+            for k in ("backfill", "enabled", "baseline_done", "include_subfolders"):
+                d[k] = bool(d[k])
             out.append(d)
         return Response(to_json(out), media_type="application/json")
 

@@ -79,16 +79,22 @@ def page_dicts(conn: sa.Connection, user_id: int, status: str | None = None, wat
     q = _page_query(conn.dialect.name, bool(status), watch_id is not None, before_id is not None, limit)
     params = {"uid": user_id, "status": status, "watch_id": watch_id, "before_id": before_id}
     rows = conn.execute(q, {k: v for k, v in params.items() if v is not None}).all()
-    s = Session(bind=conn) if any(r.status in states.POST_ACTIVE for r in rows) else None
-    try:
-        return [{"id": r.id, "watch_id": r.watch_id, "file_name": r.file_name, "folder_name": r.folder_name,
-                 "source_ref": r.source_ref, "status": r.status, "last_error": r.last_error,
-                 "waiting_for": waiting_for(s, s.get(Post, r.id)) if r.status in states.POST_ACTIVE else None,
-                 "next_attempt_at": json_time(r.next_attempt_at) if r.status in states.POST_ACTIVE else None,
-                 "created_at": json_time(r.created_at), "finished_at": json_time(r.finished_at)} for r in rows]
-    finally:
-        if s is not None:
-            s.close()
+    # Rows unpacked as plain tuples: a Row's attribute access costs a few microseconds each (14 a row, 50
+    # rows a page: it was the endpoint's largest cost after the query).
+    items, active = [], []
+    for pid, wid, file_name, folder_name, source_ref, status_, last_error, next_at, created, finished in rows:
+        live = status_ in states.POST_ACTIVE
+        items.append({"id": pid, "watch_id": wid, "file_name": file_name, "folder_name": folder_name,
+                      "source_ref": source_ref, "status": status_, "last_error": last_error, "waiting_for": None,
+                      "next_attempt_at": json_time(next_at) if live else None, "created_at": json_time(created),
+                      "finished_at": json_time(finished)})
+        if live:
+            active.append(items[-1])
+    if active:
+        with Session(bind=conn) as s:
+            for d in active:
+                d["waiting_for"] = waiting_for(s, s.get(Post, d["id"]))
+    return items
 
 
 def json_time(dt) -> str | None:

@@ -66,3 +66,41 @@ def test_the_list_answers_match_the_orm_path_for_finished_and_waiting_posts(clie
         (w["id"], w["targets"], w["status"]) for w in want_watches]
     assert got == [WatchOut.model_validate(w).model_dump(mode="json") for w in want_watches]
     assert got[0]["targets"] == ["outbox", f"facebook:{ids['connection']}"]
+
+
+def test_the_lists_keep_each_users_rows_their_order_pages_and_every_watch_status(client, application, ann, bob,
+                                                                                  photos, bobs_photos):
+    """The read endpoints build their dicts from plain row tuples: same fields, same order, same statuses as
+    the ORM path, and never another user's rows."""
+    mine, theirs = seed(application, ann.email, photos, "a"), seed(application, bob.email, bobs_photos, "b")
+    with session_scope(application.engine) as s:
+        for i, status in enumerate([states.DETECTED, states.PUBLISHED, states.AWAITING_REVIEW, states.SKIPPED] * 2):
+            s.add(Post(user_id=ann.id, watch_id=mine["watch"], source_ref=f"p{i}.jpg", file_name=f"p{i}.jpg",
+                       status=status, next_attempt_at=utcnow() + timedelta(minutes=i)))
+            s.add(Post(user_id=bob.id, watch_id=theirs["watch"], source_ref=f"q{i}.jpg", file_name=f"q{i}.jpg",
+                       status=status))
+        user = s.get(type(ann.user(application.engine)), ann.id)
+        for i, (enabled, error) in enumerate([(False, None), (True, "folder missing"), (True, "waiting: reconnect")]):
+            w = watches.create_watch(s, application.cfg, user, watches.WatchSpec(folder=str(photos), name=f"s{i}"),
+                                     allow_any_folder=True)
+            w.enabled, w.last_poll_error = enabled, error
+    pages, cursor = [], None
+    while True:
+        body = client.get("/api/v1/posts", params={"limit": 3, **({"cursor": cursor} if cursor else {})},
+                          headers=ann.headers).json()
+        pages += body["items"]
+        if not (cursor := body["next_cursor"]):
+            break
+    got_watches = client.get("/api/v1/watches", headers=ann.headers).json()
+    with session_scope(application.engine) as s:
+        user = s.get(type(ann.user(application.engine)), ann.id)
+        want = [posts.post_dict(s, p) for p in posts.list_posts(s, user)]
+        want_watches = watches.watch_dicts(s, watches.list_watches(s, user))
+    assert pages == PostPage.model_validate({"items": want, "next_cursor": None}).model_dump(mode="json")["items"]
+    assert [p["id"] for p in pages] == sorted((p["id"] for p in pages), reverse=True) and len(pages) == 9
+    assert {p["file_name"][0] for p in pages} == {"p", "a"}  # none of bob's
+    assert [p["waiting_for"] is not None for p in pages] == [p["status"] in states.POST_ACTIVE for p in pages]
+    assert got_watches == [WatchOut.model_validate(w).model_dump(mode="json") for w in want_watches]
+    assert [w["status"] for w in got_watches] == ["active", "paused", "error", "waiting"]
+    filtered = client.get("/api/v1/posts", params={"status": states.AWAITING_REVIEW}, headers=ann.headers).json()
+    assert [p["file_name"] for p in filtered["items"]] == ["p6.jpg", "p2.jpg"]
