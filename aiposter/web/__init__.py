@@ -18,8 +18,10 @@ STATIC = Path(__file__).parent / "static"
 
 def install(api: FastAPI) -> None:
     """Add the pages, the static files and the HTML error pages to the API's app."""
-    from aiposter.web import errors, routes
+    from aiposter.web import errors, picker, review, routes
 
     api.mount("/static", StaticFiles(directory=STATIC), name="static")
+    api.include_router(picker.router)  # /watches/folders before /watches/{id}
+    api.include_router(review.router)
     api.include_router(routes.router)
     errors.install(api)
