@@ -12,9 +12,10 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import Response
 
 from aiposter.api.deps import DB, Application, client_address
+from aiposter.api.routes.posts import image_response
 from aiposter.captioners import fitting
 from aiposter.core import states
 from aiposter.services import Conflict, Invalid, posts, review
@@ -75,14 +76,7 @@ def review_page(post_id: int, request: Request, browser: SignedIn, s: DB) -> Res
 @router.get("/review/{post_id}/image")
 def review_image(post_id: int, browser: SignedIn, s: DB, app: Application) -> Response:
     """Like GET /api/v1/posts/{id}/image: the prepared image, to its owner only, while the post is in flight."""
-    fh = posts.open_image(app.media, posts.get_post(s, post_id, browser.user))
-
-    def body():
-        with fh:
-            while chunk := fh.read(256 * 1024):
-                yield chunk
-    return StreamingResponse(body(), media_type="image/jpeg",
-                             headers={"Cache-Control": "private, no-store", "X-Content-Type-Options": "nosniff"})
+    return image_response(posts.open_image(app.media, posts.get_post(s, post_id, browser.user)))
 
 
 def _after(s, browser, post_id: int, message: str) -> Response:

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import re
 
-import pytest
-from drive.test_wired import PASSWORD, Env
-from fakes.drive import FakeDrive
+from drive import test_wired
 from sqlmodel import select
 
 from aiposter.core.models import Connection, Watch
@@ -16,19 +14,8 @@ from aiposter.db import session_scope
 
 from .conftest import csrf_of, sign_in
 
-
-@pytest.fixture
-def drive():
-    f = FakeDrive()
-    yield f
-    f.close()
-
-
-@pytest.fixture
-def env(tmp_path, db_url, drive, monkeypatch):
-    e = Env(tmp_path, db_url, drive, monkeypatch)
-    yield e
-    e.close()
+PASSWORD = test_wired.PASSWORD
+drive, env = test_wired.drive, test_wired.env  # fixtures: the Drive fake, and an install connected to it
 
 
 def _buttons(html: str, label: str) -> dict[str, str]:

@@ -96,7 +96,12 @@ def get_review(post_id: PathId, user: CurrentUser, s: DB) -> ReviewOut:
             response_class=Response)
 def get_image(post_id: PathId, user: CurrentUser, s: DB, app: Application) -> Response:
     """The prepared image (as it will be published), to its owner only, while the post is in flight."""
-    fh = posts.open_image(app.media, posts.get_post(s, post_id, user))
+    return image_response(posts.open_image(app.media, posts.get_post(s, post_id, user)))
+
+
+def image_response(fh) -> StreamingResponse:
+    """A post's prepared image streamed from an open file, private to the one who asked (the web's review
+    page serves it the same way)."""
 
     def body():
         with fh:
