@@ -20,7 +20,7 @@ from sqlmodel import Session, select
 
 from aiposter.core.models import AuthSession, User, utcnow
 from aiposter.passwords import hash_password, needs_rehash, verify_password
-from aiposter.services import Invalid, ServiceError, audit
+from aiposter.services import Invalid, NotFound, ServiceError, audit
 from aiposter.services.audit import Actor
 from aiposter.services.limits import LoginLimiter, RateLimited
 from aiposter.services.users import set_password
@@ -225,6 +225,21 @@ def principal(conn: sa.Connection, token: str) -> tuple[Principal, datetime | No
 
 def touch(s: Session, session_id: int, now: datetime) -> None:
     s.execute(sa.update(AuthSession).where(AuthSession.id == session_id).values(last_used_at=now))
+
+
+def active_sessions(s: Session, user: User) -> list[AuthSession]:
+    """The user's sessions that still work (not signed out, not expired), newest first."""
+    return list(s.exec(select(AuthSession).where(AuthSession.user_id == user.id, AuthSession.revoked_at.is_(None),
+                                                 AuthSession.expires_at > utcnow())
+                       .order_by(AuthSession.id.desc())))
+
+
+def end_session(s: Session, user: User, session_id: int) -> None:
+    """Sign out one of the user's own sessions (another user's is not found)."""
+    row = s.get(AuthSession, session_id)
+    if row is None or row.user_id != user.id:
+        raise NotFound(f"no session {session_id}")
+    logout(s, row)
 
 
 def logout(s: Session, session: AuthSession) -> None:

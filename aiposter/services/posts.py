@@ -187,6 +187,22 @@ def counts_by_status(s: Session, user: User | None = None) -> dict[str, int]:
     return dict(s.execute(q).all())
 
 
+def in_flight(s: Session) -> int:
+    """How many posts are not finished yet, across all users (the instance's queue depth)."""
+    return s.execute(sa.select(sa.func.count()).select_from(Post)
+                     .where(Post.status.in_(states.POST_ACTIVE))).scalar_one()
+
+
+def open_image(media: MediaStore, post: Post):
+    """The prepared image's bytes (a file object) while the post is in flight; NotFound once it is done."""
+    if post.status not in states.POST_ACTIVE or not post.media_key or media.size(post.media_key) is None:
+        raise NotFound(f"post {post.id} has no image now (it is kept only while the post is in flight)")
+    try:
+        return media.open(post.media_key)
+    except FileNotFoundError:
+        raise NotFound(f"post {post.id} has no image now") from None
+
+
 def _iso(dt) -> str | None:
     return dt.isoformat(timespec="seconds") if dt else None
 

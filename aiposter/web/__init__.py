@@ -18,9 +18,11 @@ STATIC = Path(__file__).parent / "static"
 
 def install(api: FastAPI) -> None:
     """Add the pages, the static files and the HTML error pages to the API's app."""
-    from aiposter.web import errors, grants, routes
+    from aiposter.web import errors, grants, picker, review, routes
 
     api.mount("/static", StaticFiles(directory=STATIC), name="static")
+    api.include_router(picker.router)  # /watches/folders before /watches/{id}
+    api.include_router(review.router)
     api.include_router(routes.router)
     api.include_router(grants.router)
     errors.install(api)

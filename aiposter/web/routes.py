@@ -12,7 +12,6 @@ from urllib.parse import urlencode
 import sqlalchemy as sa
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import RedirectResponse, Response
-from sqlmodel import select
 
 from aiposter import captioners as captioner_pkg
 from aiposter.api.deps import DB, Application, client_address, public_url
@@ -21,7 +20,7 @@ from aiposter.captioners.template import SAMPLE_VARIABLES, normalize_hashtags
 from aiposter.captioners.template import render as render_template
 from aiposter.core import image_types, registry, states
 from aiposter.core.errors import CaptionError
-from aiposter.core.models import AuthSession, User, utcnow
+from aiposter.core.models import User
 from aiposter.db import read_scope
 from aiposter.services import (
     Conflict,
@@ -32,6 +31,7 @@ from aiposter.services import (
     auth,
     connections,
     export,
+    notify,
     posts,
     users,
     watches,
@@ -221,25 +221,40 @@ def _form_context(s, app, browser, values: dict, watch_id: int | None = None, er
     }
 
 
+def _number(text: str, field: str, what: str, cast=float):
+    try:
+        return cast(text) if text.strip() else None
+    except ValueError:
+        raise Invalid(f"{what} must be a number", field=field) from None
+
+
 def _spec_from_form(form) -> tuple[watches.WatchSpec, dict]:
-    values = {k: form.get(k, "") for k in ("name", "source", "folder", "source_connection_id", "interval_minutes",
-                                           "captioner", "prompt_template", "image_types")}
+    values = {k: str(form.get(k, "")) for k in ("name", "source", "folder", "source_connection_id",
+                                                 "interval_minutes", "captioner", "prompt_template", "approval",
+                                                 "review_ttl_hours", "schedule_tz", "schedule_windows",
+                                                 "daily_cap", "min_spacing_minutes", "image_types")}
     values["targets"] = form.getlist("targets")
+    values["include_subfolders"] = bool(form.get("include_subfolders"))
     spec = watches.WatchSpec(name=values["name"].strip() or None, source=values["source"] or "local",
                              folder=values["folder"].strip(), targets=values["targets"],
                              captioner=values["captioner"], prompt_template=values["prompt_template"] or None,
+                             approval=values["approval"] or "auto",
+                             schedule_tz=values["schedule_tz"].strip(),
+                             schedule_windows=values["schedule_windows"].strip(),
+                             include_subfolders=values["include_subfolders"],
                              image_types=[values["image_types"]])  # "": the source's default
     if values["source_connection_id"]:
         try:
             spec.source_connection_id = int(values["source_connection_id"])
         except ValueError:
             raise Invalid("choose one of your Drive accounts", field="source_connection_id") from None
-    try:
-        minutes = float(values["interval_minutes"] or 0)
-    except ValueError:
-        raise Invalid("the interval must be a number of minutes", field="interval_seconds") from None
+    minutes = _number(values["interval_minutes"], "interval_seconds", "the interval") or 0
     if minutes:
         spec.interval_seconds = max(1, round(minutes * 60))
+    spec.review_ttl_hours = _number(values["review_ttl_hours"], "review_ttl_hours", "the review time")
+    spec.daily_cap = _number(values["daily_cap"], "daily_cap", "the daily limit", int) or 0
+    spacing = _number(values["min_spacing_minutes"], "min_spacing_seconds", "the spacing") or 0
+    spec.min_spacing_seconds = round(spacing * 60)
     if not spec.targets:
         raise Invalid("choose at least one destination", field="targets")
     return spec, values
@@ -247,8 +262,12 @@ def _spec_from_form(form) -> tuple[watches.WatchSpec, dict]:
 
 @router.get("/watches/new")
 def new_watch(request: Request, browser: SignedIn, s: DB, app: Application) -> Response:
-    values = {"source": "local", "targets": ["outbox"], "captioner": "",
-              "interval_minutes": app.cfg.watch_defaults.interval_seconds / 60,
+    drives = [c.id for c in connections.list_connections(s, browser.user) if c.provider in DRIVE_PROVIDERS]
+    values = {"source": "google_drive" if drives else "local", "targets": ["outbox"], "captioner": "",
+              "interval_minutes": app.cfg.watch_defaults.interval_seconds / 60, "approval": "auto",
+              "review_ttl_hours": app.cfg.watch_defaults.review_ttl_hours, "daily_cap": 0,
+              "min_spacing_minutes": app.cfg.watch_defaults.min_spacing_seconds / 60,
+              "source_connection_id": drives[0] if len(drives) == 1 else "",
               "image_types": image_types.describe(app.cfg.watch_defaults.image_types)}
     return page(request, "watch_form.html", _form_context(s, app, browser, values))
 
@@ -259,7 +278,7 @@ async def create_watch(request: Request, browser: Checked, s: DB, app: Applicati
     values = {}
     try:
         spec, values = _spec_from_form(form)
-        w = watches.create_watch(s, app.cfg, browser.user, spec)
+        w = watches.create_watch(s, app.cfg, browser.user, spec, keyring=app.keyring)
     except Invalid as exc:
         s.rollback()
         values = values or dict(form)
@@ -272,6 +291,8 @@ def edit_watch_page(watch_id: int, request: Request, browser: SignedIn, s: DB, a
     w = watches.watch_dict(s, watches.get_watch(s, watch_id, browser.user))
     values = {**w, "interval_minutes": w["interval_seconds"] / 60, "captioner": w["captioner"] or "",
               "source_connection_id": w["source_connection_id"] or "", "prompt_template": w["prompt_template"] or "",
+              "min_spacing_minutes": w["min_spacing_seconds"] / 60, "schedule_tz": w["schedule_tz"] or "",
+              "schedule_windows": w["schedule_windows"] or "",
               "image_types": image_types.describe(w["image_types"] or ())}
     return page(request, "watch_form.html", _form_context(s, app, browser, values, watch_id))
 
@@ -286,7 +307,12 @@ async def edit_watch(watch_id: int, request: Request, browser: Checked, s: DB, a
         if not spec.prompt_template and w.prompt_template:
             spec.prompt_template = None
             w.prompt_template = None  # an emptied field clears the watch's own template
-        watches.update_watch(s, app.cfg, browser.user, w, spec)
+        # Unchanged Drive settings are left alone: only a change takes a new baseline of the folder.
+        if spec.source_connection_id == w.source_connection_id:
+            spec.source_connection_id = None
+        if spec.include_subfolders == w.include_subfolders:
+            spec.include_subfolders = None
+        watches.update_watch(s, app.cfg, browser.user, w, spec, keyring=app.keyring)
     except Invalid as exc:
         s.rollback()
         values = values or dict(form)
@@ -394,11 +420,11 @@ def retry_target(post_id: int, target_id: int, request: Request, browser: Checke
 
 
 def _account(request, s, browser, extra: dict | None = None, status: int = 200) -> Response:
-    user = browser.user
-    sessions = s.exec(select(AuthSession).where(AuthSession.user_id == user.id, AuthSession.revoked_at.is_(None),
-                                                AuthSession.expires_at > utcnow())
-                      .order_by(AuthSession.id.desc())).all()
-    ctx = {"sessions": sessions, "done": request.query_params.get("done"), "errors": {}, "form": {}}
+    """The same service calls as GET /api/v1/notify/channels and /notify/recent, and the live sessions."""
+    user, keyring = browser.user, request.app.state.application.keyring
+    ctx = {"sessions": auth.active_sessions(s, user), "done": request.query_params.get("done"), "errors": {},
+           "form": {}, "channels": [notify.channel_dict(c, keyring) for c in notify.list_channels(s, user)],
+           "notifications": [notify.notification_dict(n) for n in notify.recent(s, user, limit=5)]}
     ctx.update(extra or {})
     return page(request, "account.html", ctx, status=status)
 
@@ -434,12 +460,41 @@ def change_password(request: Request, browser: Checked, s: DB, current_password:
     return see_other("/account", f"Password changed; {n} other session(s) signed out.")
 
 
+@router.post("/account/notifications")
+def add_notification(request: Request, browser: Checked, s: DB, app: Application,
+                     url: Annotated[str, Form()] = "", label: Annotated[str, Form()] = "") -> Response:
+    """Like POST /api/v1/notify/channels."""
+    try:
+        notify.add_channel(s, app.keyring, browser.user, url, label)
+    except ServiceError as exc:
+        s.rollback()
+        return _account(request, s, browser, {"errors": {"notify_url": exc.message},
+                                              "form": {"notify_url": url, "notify_label": label}}, 422)
+    return see_other("/account", "Notification URL added.")
+
+
+@router.post("/account/notifications/{channel_id}/remove")
+def remove_notification(channel_id: int, request: Request, browser: Checked, s: DB) -> Response:
+    notify.remove_channel(s, browser.user, channel_id)
+    return see_other("/account", "Notification URL removed.")
+
+
+@router.post("/account/notifications/test")
+def test_notification(request: Request, browser: Checked, s: DB, app: Application) -> Response:
+    """Like POST /api/v1/notify/test: a sample message to every URL now, and whether a receiver took it."""
+    try:
+        result = notify.send_test(s, app.keyring, app.cfg, browser.user)
+    except Invalid as exc:
+        return _account(request, s, browser, {"errors": {"notify_url": exc.message}}, 422)
+    if not result.ok:
+        return _account(request, s, browser, {"errors": {"notify_test": f"The test was not delivered: "
+                                                                        f"{result.error}"}}, 502)
+    return see_other("/account", "Test notification sent; check that it arrived.")
+
+
 @router.post("/account/sessions/{session_id}/end")
 def end_session(session_id: int, request: Request, browser: Checked, s: DB) -> Response:
-    row = s.get(AuthSession, session_id)
-    if row is None or row.user_id != browser.user.id:
-        raise NotFound(f"no session {session_id}")
-    auth.logout(s, row)
+    auth.end_session(s, browser.user, session_id)
     return see_other("/account", "That session was signed out.")
 
 
@@ -487,8 +542,7 @@ def _admin_page(request, s, app, browser, extra=None, status=200) -> Response:
     # Read through this request's session: a second connection would wait on its SQLite lock.
     revision = ", ".join(s.execute(sa.text("SELECT version_num FROM alembic_version")).scalars())
     daemon = request.app.state.daemon
-    queue = s.execute(sa.select(sa.func.count()).select_from(sa.table("post"))
-                      .where(sa.column("status").in_(states.POST_ACTIVE))).scalar_one()
+    queue = posts.in_flight(s)
     ctx = {"users": users.list_users(s), "pauses": pause_service.list_pauses(s), "revision": revision,
            "dialect": app.engine.dialect.name, "queue": queue,
            "scheduler": "not in this process" if daemon is None else ("running" if daemon.running else "stopped"),

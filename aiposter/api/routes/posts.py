@@ -24,7 +24,7 @@ from aiposter.api.schemas import (
     RowId,
 )
 from aiposter.db import read_scope
-from aiposter.services import NotFound, posts, review
+from aiposter.services import posts, review
 
 router = APIRouter(prefix="/api/v1/posts", tags=["posts"], responses=responses(401, 422))
 
@@ -96,13 +96,12 @@ def get_review(post_id: PathId, user: CurrentUser, s: DB) -> ReviewOut:
             response_class=Response)
 def get_image(post_id: PathId, user: CurrentUser, s: DB, app: Application) -> Response:
     """The prepared image (as it will be published), to its owner only, while the post is in flight."""
-    p = posts.get_post(s, post_id, user)
-    if p.status not in posts.states.POST_ACTIVE or not p.media_key or app.media.size(p.media_key) is None:
-        raise NotFound(f"post {post_id} has no image now (it is kept only while the post is in flight)")
-    try:
-        fh = app.media.open(p.media_key)
-    except FileNotFoundError:
-        raise NotFound(f"post {post_id} has no image now") from None
+    return image_response(posts.open_image(app.media, posts.get_post(s, post_id, user)))
+
+
+def image_response(fh) -> StreamingResponse:
+    """A post's prepared image streamed from an open file, private to the one who asked (the web's review
+    page serves it the same way)."""
 
     def body():
         with fh:
