@@ -232,7 +232,7 @@ def _spec_from_form(form) -> tuple[watches.WatchSpec, dict]:
     values = {k: str(form.get(k, "")) for k in ("name", "source", "folder", "source_connection_id",
                                                  "interval_minutes", "captioner", "prompt_template", "approval",
                                                  "review_ttl_hours", "schedule_tz", "schedule_windows",
-                                                 "daily_cap", "min_spacing_minutes", "image_types")}
+                                                 "daily_cap", "min_spacing_minutes", "image_types", "fit")}
     values["targets"] = form.getlist("targets")
     values["include_subfolders"] = bool(form.get("include_subfolders"))
     spec = watches.WatchSpec(name=values["name"].strip() or None, source=values["source"] or "local",
@@ -242,7 +242,8 @@ def _spec_from_form(form) -> tuple[watches.WatchSpec, dict]:
                              schedule_tz=values["schedule_tz"].strip(),
                              schedule_windows=values["schedule_windows"].strip(),
                              include_subfolders=values["include_subfolders"],
-                             image_types=[values["image_types"]])  # "": the source's default
+                             image_types=[values["image_types"]],  # "": the source's default
+                             fit=values["fit"] or None)
     if values["source_connection_id"]:
         try:
             spec.source_connection_id = int(values["source_connection_id"])
@@ -268,7 +269,8 @@ def new_watch(request: Request, browser: SignedIn, s: DB, app: Application) -> R
               "review_ttl_hours": app.cfg.watch_defaults.review_ttl_hours, "daily_cap": 0,
               "min_spacing_minutes": app.cfg.watch_defaults.min_spacing_seconds / 60,
               "source_connection_id": drives[0] if len(drives) == 1 else "",
-              "image_types": image_types.describe(app.cfg.watch_defaults.image_types)}
+              "image_types": image_types.describe(app.cfg.watch_defaults.image_types),
+              "fit": app.cfg.watch_defaults.fit}
     return page(request, "watch_form.html", _form_context(s, app, browser, values))
 
 

@@ -202,6 +202,9 @@ def test_a_user_connects_accounts_watches_a_folder_and_sees_a_post_published(pag
 
     page.get_by_role("link", name="Social accounts").click()
     page.get_by_role("button", name="Connect Facebook Page (and Instagram)").click()
+    page.get_by_label("Bakery").check()  # Facebook granted two Pages: choose which to use
+    page.get_by_label("Garage").check()
+    page.get_by_role("button", name="Use the selected Pages").click()
     pw.expect(page.get_by_role("status")).to_contain_text("Connected: Bakery")
     pw.expect(page.locator("table")).to_contain_text("Garage")  # every Page the user granted
 
@@ -464,6 +467,9 @@ def test_every_page_is_accessible_usable_by_keyboard_and_photographed(page, live
     sign_in(page, live, "root@example.com")
     page.get_by_role("link", name="Social accounts").click()
     page.get_by_role("button", name="Connect Facebook Page (and Instagram)").click()
+    page.get_by_label("Bakery").check()  # Facebook granted two Pages: choose which to use
+    page.get_by_label("Garage").check()
+    page.get_by_role("button", name="Use the selected Pages").click()
     pw.expect(page.get_by_role("status")).to_contain_text("Connected")
     with session_scope(live.app.engine) as s:
         from aiposter.core.models import Connection

@@ -112,6 +112,21 @@ def test_watch_form_image_types_one_field(client, ann, photos):
     assert client.get(f"/api/v1/watches/{w['id']}", headers=ann.headers).json()["image_types"] is None
 
 
+def test_watch_form_fit_defaults_to_pad_and_keeps_a_choice(client, ann, photos):
+    sign_in(client, ann.email)
+    page = client.get("/watches/new").text
+    assert 'name="fit" value="pad" checked' in page
+    form = {"csrf": csrf_of(page), "name": "Wide", "source": "local", "folder": str(photos), "targets": "outbox",
+            "interval_minutes": "5", "fit": "stretch"}
+    r = client.post("/watches/new", data=form)
+    assert r.status_code == 422 and 'id="fit-error"' in r.text
+    r = client.post("/watches/new", data={**form, "fit": "crop"}, follow_redirects=False)
+    assert r.status_code == 303
+    [w] = client.get("/api/v1/watches", headers=ann.headers).json()
+    assert w["fit"] == "crop"
+    assert 'name="fit" value="crop" checked' in client.get(f"/watches/{w['id']}/edit").text
+
+
 def test_prompt_preview_renders_in_the_sandbox(client, ann):
     sign_in(client, ann.email)
     csrf = csrf_of(client.get("/watches/new").text)
