@@ -12,12 +12,12 @@ pw = pytest.importorskip("playwright.sync_api")
 from web.test_browser import (  # noqa: E402, F401 - fixtures and helpers shared with the main browser tests
     DESKTOP,
     PHONE,
-    SHOTS,
     _keyboard_reaches_everything,
     browser,
     live,
     monkeypatch_module,
     page,
+    shots,
     sign_in,
 )
 
@@ -27,7 +27,7 @@ def serious(results) -> list[str]:
             if v["impact"] in ("serious", "critical")]
 
 
-def test_a_user_picks_one_of_the_pages_facebook_granted(page, live):  # noqa: F811 - the imported fixtures
+def test_a_user_picks_one_of_the_pages_facebook_granted(page, live, shots):  # noqa: F811 - the imported fixtures
     from axe_playwright_python.sync_playwright import Axe
 
     live.user("cara@example.com")
@@ -38,15 +38,14 @@ def test_a_user_picks_one_of_the_pages_facebook_granted(page, live):  # noqa: F8
     pw.expect(page.get_by_role("group", name="Pages you gave access to")).to_be_visible()
 
     axe = Axe()
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / "grant-desktop.png"), full_page=True)
+    page.screenshot(path=str(shots / "grant-desktop.png"), full_page=True)
     problems = serious(axe.run(page))
     _keyboard_reaches_everything(page)
     page.emulate_media(color_scheme="dark")
     problems += [f"(dark) {p}" for p in serious(axe.run(page, options={"runOnly": ["color-contrast"]}))]
     page.emulate_media(color_scheme="light")
     page.set_viewport_size(PHONE)
-    page.screenshot(path=str(SHOTS / "grant-phone.png"), full_page=True)
+    page.screenshot(path=str(shots / "grant-phone.png"), full_page=True)
     page.set_viewport_size(DESKTOP)
     assert not problems, "\n".join(problems)
 
