@@ -44,7 +44,7 @@ from aiposter.web.templating import page
 
 router = APIRouter(include_in_schema=False)
 DRIVE_PROVIDERS = ("google_drive",)
-SOCIAL_PROVIDERS = ("facebook", "threads")  # Instagram accounts come with their Facebook Page
+SOCIAL_PROVIDERS = ("facebook", "instagram", "threads")  # Instagram: a professional account via its Page
 TARGET_PLATFORM = {"facebook": "facebook", "instagram": "instagram", "threads": "threads"}
 
 

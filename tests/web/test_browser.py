@@ -201,7 +201,7 @@ def test_a_user_connects_accounts_watches_a_folder_and_sees_a_post_published(pag
     pw.expect(page.locator("table")).to_contain_text("Google Drive")
 
     page.get_by_role("link", name="Social accounts").click()
-    page.get_by_role("button", name="Connect Facebook Page (and Instagram)").click()
+    page.get_by_role("button", name="Connect Facebook Page", exact=True).click()
     page.get_by_label("Bakery").check()  # Facebook granted two Pages: choose which to use
     page.get_by_label("Garage").check()
     page.get_by_role("button", name="Use the selected Pages").click()
@@ -466,7 +466,7 @@ def test_every_page_is_accessible_usable_by_keyboard_and_photographed(page, live
     check("login", pages["login"])
     sign_in(page, live, "root@example.com")
     page.get_by_role("link", name="Social accounts").click()
-    page.get_by_role("button", name="Connect Facebook Page (and Instagram)").click()
+    page.get_by_role("button", name="Connect Facebook Page", exact=True).click()
     page.get_by_label("Bakery").check()  # Facebook granted two Pages: choose which to use
     page.get_by_label("Garage").check()
     page.get_by_role("button", name="Use the selected Pages").click()

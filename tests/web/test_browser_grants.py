@@ -33,7 +33,7 @@ def test_a_user_picks_one_of_the_pages_facebook_granted(page, live, shots):  # n
     live.user("cara@example.com")
     sign_in(page, live, "cara@example.com")
     page.get_by_role("link", name="Social accounts").click()
-    page.get_by_role("button", name="Connect Facebook Page (and Instagram)").click()  # the fake grants 2 Pages
+    page.get_by_role("button", name="Connect Facebook Page", exact=True).click()  # the fake grants 2 Pages
     pw.expect(page.get_by_role("heading", name="Choose which Pages to use")).to_be_visible()
     pw.expect(page.get_by_role("group", name="Pages you gave access to")).to_be_visible()
 

@@ -71,3 +71,22 @@ def test_connecting_none_and_another_users_choice(client, ann, bob, fake_oauth, 
     assert r.status_code == 303
     social = client.get(r.headers["location"]).text
     assert "Nothing was connected" in social and "No social account yet" in social
+
+
+def test_instagram_is_connected_from_social_accounts_and_reconnected_as_instagram(client, ann, fake_oauth,
+                                                                                  meta_pages):
+    meta_pages(BAKERY, GARAGE)  # only the Bakery Page has a linked Instagram professional account
+    sign_in(client, ann.email)
+    social = client.get("/social").text
+    assert 'action="/connections/instagram/start"' in social and "Connect Instagram" in social
+    r = client.post("/connections/instagram/start", data={"csrf": csrf_of(social)}, follow_redirects=False)
+    assert r.status_code == 303
+    code, state = fake_oauth.approve(r.headers["location"])
+    r = client.get("/api/v1/connections/instagram/callback", params={"code": code, "state": state},
+                   headers={"Accept": "text/html"}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/social?done=Connected%3A+bakery.ig."
+    [c] = client.get("/api/v1/connections", headers=ann.headers).json()
+    assert (c["provider"], c["account_id"]) == ("instagram", "ig1")
+    # its Reconnect button starts the Instagram flow again (a Facebook one would not renew this connection)
+    page = client.get("/social").text
+    assert page.count('action="/connections/instagram/start"') == 2
