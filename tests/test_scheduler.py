@@ -8,12 +8,12 @@ import time
 
 import sqlalchemy as sa
 from helpers import write_image
-from test_pipeline import add_watch
+from test_pipeline import add_watch, make_due
 
 from aiposter.core import registry
 from aiposter.core.daemon import Daemon
 from aiposter.core.models import Post, Watch
-from aiposter.core.pipeline import Context
+from aiposter.core.pipeline import Context, poll_watches
 from aiposter.db import session_scope
 from aiposter.services import watches
 from aiposter.sources.local import LocalSource
@@ -113,3 +113,34 @@ def _edit(ctx, wid, spec) -> None:
         from aiposter.core.models import User
 
         watches.update_watch(s, ctx.cfg, s.get(User, w.user_id), w, spec, allow_any_folder=True)
+
+
+def _commits(engine) -> list[int]:
+    seen: list[int] = []
+    sa.event.listen(engine, "commit", lambda conn: seen.append(1))
+    return seen
+
+
+def test_a_tick_claims_watches_and_posts_in_one_transaction_in_order(ctx, tmp_path):
+    daemon = Daemon(ctx)  # not started: its ticks run here, no scheduler or worker competes
+    commits = _commits(ctx.engine)
+    daemon.tick()  # nothing due: one transaction (it was three: watches, Drive feeds, posts)
+    assert len(commits) == 1 and daemon.tasks.empty()
+
+    inbox = tmp_path / "in"
+    wid = add_watch(ctx, inbox, backfill=True)
+    write_image(inbox, "one.jpg")
+    make_due(ctx, wid)
+    daemon.tick()
+    kind, ident = daemon.tasks.get_nowait()
+    assert (kind, ident) == ("polls", [wid])
+    poll_watches(ctx, ident)  # the photo becomes a post with a step due now
+    make_due(ctx, wid)
+    del commits[:]
+    daemon.tick()
+    assert len(commits) == 1  # the watch and the post claimed together
+    queued = [daemon.tasks.get_nowait() for _ in range(daemon.tasks.qsize())]
+    assert [k for k, _ in queued] == ["polls", "post"]  # watches first, then posts, as before
+    with session_scope(ctx.engine) as s:
+        assert s.get(Post, queued[1][1]).lease_owner == ctx.owner and s.get(Watch, wid).lease_owner == ctx.owner
+

@@ -139,6 +139,10 @@ class Daemon:
             if free <= 0:
                 return
             d = self.cfg.daemon
+            feed_ids: list[int] = []
+            post_ids: list[int] = []
+            # One transaction for the whole tick (it was three: watches, Drive feeds, posts; on an idle
+            # daemon most of its cost). Claims are handed to the workers only once committed.
             with session_scope(self.ctx.engine) as s:
                 # Local folders are listed in batches (one task, two transactions for a batch of idle
                 # watches; see pipeline.poll_watches); other sources one watch per task.
@@ -146,23 +150,21 @@ class Daemon:
                                                 source="local")
                 watch_ids = workqueue.claim_watches(s, self.ctx.owner, d.lease_seconds, free,
                                                     exclude_source="local")
-            batches = [local[i:i + POLL_BATCH] for i in range(0, len(local), POLL_BATCH)]
+                batches = [local[i:i + POLL_BATCH] for i in range(0, len(local), POLL_BATCH)]
+                free -= len(watch_ids) + len(batches)
+                if free > 0:
+                    feed_ids = drive_poller.claim_feeds(s, self.ctx.owner, d.lease_seconds, free)
+                    free -= len(feed_ids)
+                if free > 0:
+                    post_ids = workqueue.claim_posts(s, self.ctx.owner, d.lease_seconds, free)
             for batch in batches:
                 self.tasks.put(("polls", batch))
             for wid in watch_ids:
                 self.tasks.put(("poll", wid))
-            free -= len(watch_ids) + len(batches)
-            if free > 0:
-                with session_scope(self.ctx.engine) as s:
-                    feed_ids = drive_poller.claim_feeds(s, self.ctx.owner, d.lease_seconds, free)
-                for fid in feed_ids:
-                    self.tasks.put(("feed", fid))
-                free -= len(feed_ids)
-            if free > 0:
-                with session_scope(self.ctx.engine) as s:
-                    post_ids = workqueue.claim_posts(s, self.ctx.owner, d.lease_seconds, free)
-                for pid in post_ids:
-                    self.tasks.put(("post", pid))
+            for fid in feed_ids:
+                self.tasks.put(("feed", fid))
+            for pid in post_ids:
+                self.tasks.put(("post", pid))
         except Exception:  # noqa: BLE001 - a DB hiccup must not kill the timer
             log.exception("daemon.tick_failed")
 
