@@ -11,7 +11,7 @@ from helpers import write_image
 from test_pipeline import add_watch, make_due
 
 from aiposter.core import registry
-from aiposter.core.daemon import Daemon
+from aiposter.core.daemon import POLL_BATCH, Daemon
 from aiposter.core.models import Post, Watch
 from aiposter.core.pipeline import Context, poll_watches
 from aiposter.db import session_scope
@@ -144,3 +144,24 @@ def test_a_tick_claims_watches_and_posts_in_one_transaction_in_order(ctx, tmp_pa
     with session_scope(ctx.engine) as s:
         assert s.get(Post, queued[1][1]).lease_owner == ctx.owner and s.get(Watch, wid).lease_owner == ctx.owner
 
+
+def test_a_worker_ticks_after_work_but_not_after_an_idle_batch_when_the_scheduler_ticks_soon(ctx, make_ctx):
+    stopped = Daemon(ctx)  # no scheduler: nothing else would tick, so every finished task ticks
+    assert stopped.tick_after("polls", [1, 2], 0)
+    daemon = Daemon(ctx)  # tick_seconds 0.2: the scheduler's next tick is always under a second away
+    daemon.start()
+    try:
+        assert not daemon.tick_after("polls", [1, 2], 0)  # idle partial batch: the scheduler's tick will do
+        assert daemon.tick_after("polls", [1, 2], 1)  # a watch had something new
+        assert daemon.tick_after("polls", list(range(POLL_BATCH)), 0)  # full batch: more may be due now
+        assert daemon.tick_after("polls", [1, 2], None)  # the batch failed
+        assert daemon.tick_after("post", 7, None) and daemon.tick_after("poll", 3, None)
+        assert daemon.tick_after("feed", 4, None)
+    finally:
+        assert daemon.stop(timeout=5)
+    slow = Daemon(make_ctx(daemon={"tick_seconds": 60}))  # the scheduler's tick a minute away: tick now
+    slow.start()
+    try:
+        assert slow.tick_after("polls", [1, 2], 0)
+    finally:
+        assert slow.stop(timeout=5)
