@@ -53,7 +53,7 @@ def test_a_batch_poll_writes_idle_watches_back_and_sends_new_files_down_the_full
         make_due(ctx, wid)
     with session_scope(ctx.engine) as s:
         claimed = workqueue.claim_watches(s, ctx.owner, 60, 10, source="local")
-    poll_watches(ctx, claimed)  # first polls: baselines, so both take the full path
+    assert poll_watches(ctx, claimed) == 2  # first polls: baselines, so both take the full path
     assert len(posts(ctx)) == 0
     write_image(tmp_path / "busy", "new.jpg")
     before = utcnow()
@@ -61,10 +61,14 @@ def test_a_batch_poll_writes_idle_watches_back_and_sends_new_files_down_the_full
         make_due(ctx, wid)
     with session_scope(ctx.engine) as s:
         claimed = workqueue.claim_watches(s, ctx.owner, 60, 10, source="local")
-    poll_watches(ctx, claimed)
+    assert poll_watches(ctx, claimed) == 1  # the daemon's worker ticks after it (core/daemon.py)
     assert [p.file_name for p in posts(ctx)] == ["new.jpg"]
     with session_scope(ctx.engine) as s:
         for wid in (quiet, busy):
             w = s.get(Watch, wid)
             assert w.lease_owner is None and w.last_poll_at >= before
             assert w.next_poll_at == next_poll_at(wid, w.interval_seconds, w.last_poll_at)
+    make_due(ctx, quiet)
+    with session_scope(ctx.engine) as s:
+        claimed = workqueue.claim_watches(s, ctx.owner, 60, 10, source="local")
+    assert claimed == [quiet] and poll_watches(ctx, claimed) == 0  # all idle: no tick needed after it

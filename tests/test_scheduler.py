@@ -8,12 +8,12 @@ import time
 
 import sqlalchemy as sa
 from helpers import write_image
-from test_pipeline import add_watch
+from test_pipeline import add_watch, make_due
 
 from aiposter.core import registry
-from aiposter.core.daemon import Daemon
+from aiposter.core.daemon import POLL_BATCH, Daemon
 from aiposter.core.models import Post, Watch
-from aiposter.core.pipeline import Context
+from aiposter.core.pipeline import Context, poll_watches
 from aiposter.db import session_scope
 from aiposter.services import watches
 from aiposter.sources.local import LocalSource
@@ -113,3 +113,55 @@ def _edit(ctx, wid, spec) -> None:
         from aiposter.core.models import User
 
         watches.update_watch(s, ctx.cfg, s.get(User, w.user_id), w, spec, allow_any_folder=True)
+
+
+def _commits(engine) -> list[int]:
+    seen: list[int] = []
+    sa.event.listen(engine, "commit", lambda conn: seen.append(1))
+    return seen
+
+
+def test_a_tick_claims_watches_and_posts_in_one_transaction_in_order(ctx, tmp_path):
+    daemon = Daemon(ctx)  # not started: its ticks run here, no scheduler or worker competes
+    commits = _commits(ctx.engine)
+    daemon.tick()  # nothing due: one transaction (it was three: watches, Drive feeds, posts)
+    assert len(commits) == 1 and daemon.tasks.empty()
+
+    inbox = tmp_path / "in"
+    wid = add_watch(ctx, inbox, backfill=True)
+    write_image(inbox, "one.jpg")
+    make_due(ctx, wid)
+    daemon.tick()
+    kind, ident = daemon.tasks.get_nowait()
+    assert (kind, ident) == ("polls", [wid])
+    poll_watches(ctx, ident)  # the photo becomes a post with a step due now
+    make_due(ctx, wid)
+    del commits[:]
+    daemon.tick()
+    assert len(commits) == 1  # the watch and the post claimed together
+    queued = [daemon.tasks.get_nowait() for _ in range(daemon.tasks.qsize())]
+    assert [k for k, _ in queued] == ["polls", "post"]  # watches first, then posts, as before
+    with session_scope(ctx.engine) as s:
+        assert s.get(Post, queued[1][1]).lease_owner == ctx.owner and s.get(Watch, wid).lease_owner == ctx.owner
+
+
+def test_a_worker_ticks_after_work_but_not_after_an_idle_batch_when_the_scheduler_ticks_soon(ctx, make_ctx):
+    stopped = Daemon(ctx)  # no scheduler: nothing else would tick, so every finished task ticks
+    assert stopped.tick_after("polls", [1, 2], 0)
+    daemon = Daemon(ctx)  # tick_seconds 0.2: the scheduler's next tick is always under a second away
+    daemon.start()
+    try:
+        assert not daemon.tick_after("polls", [1, 2], 0)  # idle partial batch: the scheduler's tick will do
+        assert daemon.tick_after("polls", [1, 2], 1)  # a watch had something new
+        assert daemon.tick_after("polls", list(range(POLL_BATCH)), 0)  # full batch: more may be due now
+        assert daemon.tick_after("polls", [1, 2], None)  # the batch failed
+        assert daemon.tick_after("post", 7, None) and daemon.tick_after("poll", 3, None)
+        assert daemon.tick_after("feed", 4, None)
+    finally:
+        assert daemon.stop(timeout=5)
+    slow = Daemon(make_ctx(daemon={"tick_seconds": 60}))  # the scheduler's tick a minute away: tick now
+    slow.start()
+    try:
+        assert slow.tick_after("polls", [1, 2], 0)
+    finally:
+        assert slow.stop(timeout=5)

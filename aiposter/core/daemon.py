@@ -18,12 +18,14 @@ Several replicas on one PostgreSQL share the work through the same claims; nothi
 from __future__ import annotations
 
 import logging
+import math
 import os
 import queue
 import socket
 import threading
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -44,6 +46,10 @@ log = logging.getLogger("aiposter.daemon")
 # Local watches polled by one task. 10,000 watches at 60 s are ~170 polls a second: in batches the claim
 # and the bookkeeping of idle watches are one statement per batch instead of three transactions per watch.
 POLL_BATCH = 100
+# A worker that finishes a task ticks at once to claim the next due work, unless the task was a batch of
+# idle polls that emptied the due list (a partial batch, nothing found) and the scheduler's own tick is
+# at most this far away: on an idle daemon those extra ticks were half of its CPU and found nothing.
+RETICK_SKIP_SECONDS = 1.0
 
 
 def instance_id(name: str = "") -> str:
@@ -139,6 +145,10 @@ class Daemon:
             if free <= 0:
                 return
             d = self.cfg.daemon
+            feed_ids: list[int] = []
+            post_ids: list[int] = []
+            # One transaction for the whole tick (it was three: watches, Drive feeds, posts; on an idle
+            # daemon most of its cost). Claims are handed to the workers only once committed.
             with session_scope(self.ctx.engine) as s:
                 # Local folders are listed in batches (one task, two transactions for a batch of idle
                 # watches; see pipeline.poll_watches); other sources one watch per task.
@@ -146,23 +156,21 @@ class Daemon:
                                                 source="local")
                 watch_ids = workqueue.claim_watches(s, self.ctx.owner, d.lease_seconds, free,
                                                     exclude_source="local")
-            batches = [local[i:i + POLL_BATCH] for i in range(0, len(local), POLL_BATCH)]
+                batches = [local[i:i + POLL_BATCH] for i in range(0, len(local), POLL_BATCH)]
+                free -= len(watch_ids) + len(batches)
+                if free > 0:
+                    feed_ids = drive_poller.claim_feeds(s, self.ctx.owner, d.lease_seconds, free)
+                    free -= len(feed_ids)
+                if free > 0:
+                    post_ids = workqueue.claim_posts(s, self.ctx.owner, d.lease_seconds, free)
             for batch in batches:
                 self.tasks.put(("polls", batch))
             for wid in watch_ids:
                 self.tasks.put(("poll", wid))
-            free -= len(watch_ids) + len(batches)
-            if free > 0:
-                with session_scope(self.ctx.engine) as s:
-                    feed_ids = drive_poller.claim_feeds(s, self.ctx.owner, d.lease_seconds, free)
-                for fid in feed_ids:
-                    self.tasks.put(("feed", fid))
-                free -= len(feed_ids)
-            if free > 0:
-                with session_scope(self.ctx.engine) as s:
-                    post_ids = workqueue.claim_posts(s, self.ctx.owner, d.lease_seconds, free)
-                for pid in post_ids:
-                    self.tasks.put(("post", pid))
+            for fid in feed_ids:
+                self.tasks.put(("feed", fid))
+            for pid in post_ids:
+                self.tasks.put(("post", pid))
         except Exception:  # noqa: BLE001 - a DB hiccup must not kill the timer
             log.exception("daemon.tick_failed")
 
@@ -203,11 +211,12 @@ class Daemon:
             kind, ident = task
             with self._busy_lock:
                 self.busy += 1
+            full_path: int | None = None  # of a batch of polls: watches that had something to do
             try:
                 if kind == "poll":
                     pipeline.poll_watch(self.ctx, ident)
                 elif kind == "polls":
-                    pipeline.poll_watches(self.ctx, ident)
+                    full_path = pipeline.poll_watches(self.ctx, ident)
                 elif kind == "feed":
                     from aiposter.sources.google_drive.poller import poll_feed
                     poll_feed(self.ctx, ident)
@@ -218,8 +227,25 @@ class Daemon:
             finally:
                 with self._busy_lock:
                     self.busy -= 1
-            if self.tasks.empty():
+            if self.tasks.empty() and self.tick_after(kind, ident, full_path):
                 self.tick()  # claim the next due work now instead of idling until the next tick
+
+    def tick_after(self, kind: str, ident, full_path: int | None) -> bool:
+        """Whether a worker that just finished this task should tick at once. Not after a partial batch of
+        polls where every watch was idle (the tick that claimed it took every watch then due, and the batch
+        created nothing) when the scheduler ticks within ``RETICK_SKIP_SECONDS`` anyway. Any other task
+        (a post step, a feed, a watch polled alone, a full batch, a batch with anything new) ticks."""
+        if kind != "polls" or full_path != 0 or len(ident) >= POLL_BATCH:
+            return True
+        return self._scheduled_tick_in() > RETICK_SKIP_SECONDS
+
+    def _scheduled_tick_in(self) -> float:
+        """Seconds until the scheduler's next tick (infinite when none is scheduled)."""
+        job = self.scheduler.get_job("tick") if self.scheduler.running else None
+        when = getattr(job, "next_run_time", None)
+        if when is None:
+            return math.inf
+        return (when - datetime.now(UTC)).total_seconds()
 
 
 def flag_tokens(ctx: Context) -> None:

@@ -165,8 +165,9 @@ def poll_watch(ctx: Context, watch_id: int) -> PollResult:
     return _record_listing(ctx, watch_id, listing)
 
 
-def poll_watches(ctx: Context, watch_ids: list[int]) -> None:
-    """:func:`poll_watch` for a batch of leased watches, with the idle case done in bulk.
+def poll_watches(ctx: Context, watch_ids: list[int]) -> int:
+    """:func:`poll_watch` for a batch of leased watches, with the idle case done in bulk; returns how many
+    watches took the one-watch path (0: the whole batch was idle, nothing new can be due because of it).
 
     One read snapshot loads the watches, their users and their known files; each folder is listed; a
     watch whose listing changes nothing (every file known, same version, decided; same cursor and folder
@@ -186,20 +187,24 @@ def poll_watches(ctx: Context, watch_ids: list[int]) -> None:
         for row in conn.execute(q):
             known[row.watch_id][row.ref] = (row.status, row.fingerprint)
     idle: list[dict] = []
+    full_path = 0
     now = utcnow()
     for wid, source_name, ref, problem, baseline_done, cursor, folder_name, interval in plans:
         if problem:
+            full_path += 1
             _finish_poll(ctx, wid, error=problem)
             log.warning("watch.folder_refused", extra=fields(watch_id=wid, error=problem))
             continue
         try:
             listing = ctx.source(source_name).list(ref)
         except StepError as exc:
+            full_path += 1
             metrics.count_error("poll", source_name, exc)
             _finish_poll(ctx, wid, error=str(exc))
             log.warning("watch.poll_failed", extra=fields(watch_id=wid, error=str(exc)))
             continue
         except Exception as exc:  # noqa: BLE001 - a bug in one source must not stop the daemon
+            full_path += 1
             log.exception("watch.poll_crashed", extra=fields(watch_id=wid))
             _finish_poll(ctx, wid, error=f"internal error: {exc!r}")
             continue
@@ -209,6 +214,7 @@ def poll_watches(ctx: Context, watch_ids: list[int]) -> None:
                      and all((k := files.get(f.ref)) is not None and k[0] != states.SF_SETTLING
                              and k[1] == f.fingerprint for f in listing.files))
         if not unchanged:
+            full_path += 1
             _record_listing(ctx, wid, listing)
             continue
         metrics.POLLS.labels(result="ok").inc()
@@ -220,6 +226,7 @@ def poll_watches(ctx: Context, watch_ids: list[int]) -> None:
                                                  Watch.__table__.c.lease_owner == ctx.owner)
                 .values(last_poll_at=sa.bindparam("now"), last_poll_error=None,
                         next_poll_at=sa.bindparam("next"), lease_owner=None, lease_expires_at=None), idle)
+    return full_path
 
 
 def next_poll_at(watch_id: int, interval_seconds: int, now: datetime) -> datetime:
