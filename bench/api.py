@@ -123,7 +123,7 @@ def add_ceiling(api, engine, uid: int) -> None:
             keys, rows = list(result.keys()), result.all()
         out = []
         for r in rows:
-            d = dict(zip(keys, r))
+            d = dict(zip(keys, r, strict=True))
             for k in ("last_poll_at", "next_poll_at", "created_at"):
                 d[k] = _ts(d[k])
             d["targets"] = d["targets"].split(",") if d["targets"] else []

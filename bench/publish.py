@@ -243,10 +243,10 @@ def main() -> None:
         print(f"[{label}] the same through the daemon ({ctx.cfg.daemon.workers} workers, scheduler): "
               f"{d_elapsed:.2f} s → {dppm:.0f} posts/min per process (goal ≥ 600); {dppm / cppm:.0%} of the "
               f"ceiling")
-        for what, lat in (("one thread", lat), ("daemon", d_lat)):
-            if not lat:
+        for what, times in (("one thread", lat), ("daemon", d_lat)):
+            if not times:
                 continue
-            med, p95 = statistics.median(lat), sorted(lat)[int(len(lat) * 0.95) - 1]
+            med, p95 = statistics.median(times), sorted(times)[int(len(times) * 0.95) - 1]
             one = ceiling / args.posts
             print(f"[{label}] captioned → published ({what}): median {med * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms "
                   f"(goal < 1 s); one post's platform calls alone (ceiling): {one * 1000:.0f} ms; "

@@ -345,11 +345,11 @@ def list_dicts(conn: sa.Connection, user_id: int) -> list[dict]:
     n = len(_OUT)
     out = []
     for w in ws:
-        d = dict(zip(_OUT, w))
+        d = dict(zip(_OUT, w, strict=False))  # the row goes on with the _TIMES columns
         d["targets"] = targets[w[0]]
         d["image_types"] = _types_out(d["image_types"])
         d["status"] = _status(d["last_poll_error"], d["enabled"])
-        for k, v in zip(_TIMES, w[n:]):
+        for k, v in zip(_TIMES, w[n:], strict=True):
             d[k] = json_time(v)
         out.append(d)
     return out
