@@ -7,7 +7,7 @@ import threading
 import time
 
 import sqlalchemy as sa
-from helpers import write_image
+from helpers import wait_for, write_image
 from test_pipeline import add_watch, make_due
 
 from aiposter.core import registry
@@ -17,15 +17,6 @@ from aiposter.core.pipeline import Context, poll_watches
 from aiposter.db import session_scope
 from aiposter.services import watches
 from aiposter.sources.local import LocalSource
-
-
-def wait_for(predicate, timeout: float = 15.0) -> bool:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def published(ctx) -> set[str]:

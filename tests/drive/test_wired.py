@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from conftest import make_config
 from fakes.drive import CLIENT_ID, CLIENT_SECRET, FakeDrive
 from fastapi.testclient import TestClient
-from helpers import jpeg_bytes
+from helpers import jpeg_bytes, wait_for
 from sqlmodel import select
 
 from aiposter.api.app import create_app
@@ -362,17 +362,6 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _wait(predicate, timeout: float) -> bool:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
-
-
 def test_push_end_to_end_within_five_seconds(tmp_path, db_url, drive, monkeypatch):
     """Push on (public_url HTTPS; Google's deliveries go to a served API): a change is posted within 5 s,
     far below the 30 s polling interval, and a forged notification is refused."""
@@ -397,7 +386,7 @@ def test_push_end_to_end_within_five_seconds(tmp_path, db_url, drive, monkeypatc
         r = e.add_watch(folder, cid)
         assert r.status_code == 201, r.text
         thread.start()
-        assert _wait(lambda: server.started, 10)
+        assert wait_for(lambda: server.started, 10)
         daemon = Daemon(e.ctx)
         daemon.start()  # housekeeping opens the channel; the first tick polls the new feed
 
@@ -405,14 +394,14 @@ def test_push_end_to_end_within_five_seconds(tmp_path, db_url, drive, monkeypatc
             with session_scope(e.app.engine) as s:
                 return s.exec(select(DrivePushChannel)).first() is not None
 
-        assert _wait(channel_open, 10)
+        assert wait_for(channel_open, 10)
         with session_scope(e.app.engine) as s:
             feed = s.exec(select(DriveFeed)).one()
-        assert _wait(lambda: _feed_polled(e), 10) and feed is not None
+        assert wait_for(lambda: _feed_polled(e), 10) and feed is not None
 
         changed = time.monotonic()
         drive.add_file("pushed.jpg", folder, content=jpeg_bytes(color=(120, 30, 200)))
-        assert _wait(lambda: len(e.published()) >= 1, 5.0), "not posted within 5 s of the change"
+        assert wait_for(lambda: len(e.published()) >= 1, 5.0), "not posted within 5 s of the change"
         latency = time.monotonic() - changed
         assert latency < 5.0
         assert [p.file_name for p in e.posts()] == ["pushed.jpg"]

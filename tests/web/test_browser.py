@@ -12,7 +12,6 @@ import json
 import os
 import socket
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlparse
@@ -20,7 +19,7 @@ from urllib.parse import parse_qs, urlencode, urlparse
 import pytest
 import uvicorn
 from conftest import make_config
-from helpers import jpeg_bytes, write_image
+from helpers import jpeg_bytes, wait_for, write_image
 from sqlmodel import select
 
 from aiposter.api.app import create_app
@@ -50,15 +49,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def wait_for(predicate, timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 class Consent:
