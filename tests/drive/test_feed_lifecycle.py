@@ -6,6 +6,7 @@ expired mid-poll record each file once, with no error."""
 from __future__ import annotations
 
 import sqlalchemy as sa
+from helpers import wait_for
 from sqlmodel import select
 
 from aiposter.core.models import DrivePushChannel, Watch
@@ -154,7 +155,7 @@ def test_two_replicas_after_a_lease_expired_mid_poll_post_once_without_error(tmp
             with session_scope(e.app.engine) as s:
                 assert claim_feeds(s, b.owner, 30, 10) == [feed_id]
             held.release.set()  # A's answer arrives: the same page B is about to read
-            assert test_wired._wait(lambda: at_insert.is_set() or not replica_a.is_alive(), 10)
+            assert wait_for(lambda: at_insert.is_set() or not replica_a.is_alive(), 10)
             results["b"] = poll_feed(b, feed_id)
         finally:
             go_on.set()
