@@ -199,9 +199,10 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--posts", type=int, default=120)
     ap.add_argument("--pg", default="")
+    ap.add_argument("--only", choices=("sqlite", "postgresql"), default="", help="run one database only")
     args = ap.parse_args()
     for label, url_for in (("SQLite", lambda d: f"sqlite:///{d}/bench.db"), ("PostgreSQL", own_database)):
-        if label == "PostgreSQL" and not args.pg:
+        if (label == "PostgreSQL" and not args.pg) or (args.only and label.lower() != args.only):
             continue
         if label == "PostgreSQL":
             admin = sa.create_engine(args.pg, isolation_level="AUTOCOMMIT")

@@ -54,7 +54,7 @@ class Commits:
         sa.event.remove(self.engine, "commit", self._commit)
 
 
-def test_a_photo_takes_nine_commits_and_each_side_effect_follows_a_committed_state(ctx, tmp_path):
+def test_a_photo_takes_eight_commits_and_each_side_effect_follows_a_committed_state(ctx, tmp_path):
     inbox = tmp_path / "inbox"
     write_image(inbox, "one.jpg")
     wid = add_watch(ctx, inbox)
@@ -70,10 +70,15 @@ def test_a_photo_takes_nine_commits_and_each_side_effect_follows_a_committed_sta
         assert post.lease_owner is None and post.lease_expires_at is None  # released with the settling
         assert post.content_hash is not None
     # Read post, download (read, record + content hash), caption (read + admission, record), publish
-    # (release, target read + holds, target in flight, published + settled + lease dropped). Was 16.
-    assert len(commits.log) == 9, [stmts for stmts, _ in commits.log]
+    # (release, target read + holds + target in flight, published + settled + lease dropped). Was 16, then 9.
+    assert len(commits.log) == 8, [stmts for stmts, _ in commits.log]
     in_flight = [i for i, (stmts, _) in enumerate(commits.log)
                  if any(q.startswith("UPDATE post_target SET") and "attempt_started_at" in q for q in stmts)]
+    # The target is read, checked for holds (one query for its scopes' pauses) and marked in flight in one
+    # transaction: nothing external happens in between.
+    marked = commits.log[in_flight[0]][0]
+    assert any(q.startswith("SELECT post_target.") for q in marked)
+    assert sum(q.startswith("SELECT pause.") for q in marked) == 1
     done = [i for i, (stmts, _) in enumerate(commits.log)
             if any(q.startswith("UPDATE post SET") and "finished_at" in q for q in stmts)]
     assert len(in_flight) == 1 and len(done) == 1 and in_flight[0] < done[0]

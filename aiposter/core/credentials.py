@@ -73,23 +73,27 @@ class CredentialStore:
 
     def load(self, connection_id: int) -> Credentials:
         with session_scope(self.engine) as s:
-            c = s.get(Connection, connection_id)
-            if c is None:
-                raise CredentialsError(f"connection {connection_id} no longer exists (the account was "
-                                       "disconnected); reconnect it", permanent=True, code="no_connection")
-            if not c.credentials:
-                raise CredentialsError(f"the {c.provider} account {c.account_name} has no stored tokens; "
-                                       "reconnect it", permanent=True, code="auth")
-            if self.keyring is None:
-                raise CredentialsError("no encryption key loaded; cannot read stored tokens", permanent=True,
-                                       code="config")
-            try:
-                secrets = json.loads(self.keyring.decrypt(c.credentials, context=connection_context(c.id)))
-            except (DecryptError, ValueError) as exc:
-                raise CredentialsError(f"the stored tokens of connection {c.id} cannot be read ({exc}); "
-                                       "check [security] encryption keys", permanent=True, code="config") from None
-            return Credentials(c.id, c.user_id, c.provider, c.account_id, c.account_name, secrets, c.status,
-                               c.token_expires_at)
+            return self.load_in(s, connection_id)
+
+    def load_in(self, s: Session, connection_id: int) -> Credentials:
+        """:meth:`load` inside the caller's transaction (the pipeline reads them with the target)."""
+        c = s.get(Connection, connection_id)
+        if c is None:
+            raise CredentialsError(f"connection {connection_id} no longer exists (the account was "
+                                   "disconnected); reconnect it", permanent=True, code="no_connection")
+        if not c.credentials:
+            raise CredentialsError(f"the {c.provider} account {c.account_name} has no stored tokens; "
+                                   "reconnect it", permanent=True, code="auth")
+        if self.keyring is None:
+            raise CredentialsError("no encryption key loaded; cannot read stored tokens", permanent=True,
+                                   code="config")
+        try:
+            secrets = json.loads(self.keyring.decrypt(c.credentials, context=connection_context(c.id)))
+        except (DecryptError, ValueError) as exc:
+            raise CredentialsError(f"the stored tokens of connection {c.id} cannot be read ({exc}); "
+                                   "check [security] encryption keys", permanent=True, code="config") from None
+        return Credentials(c.id, c.user_id, c.provider, c.account_id, c.account_name, secrets, c.status,
+                           c.token_expires_at)
 
     def save(self, connection_id: int, secrets: dict, *, expires_at: datetime | None = None) -> None:
         """Store refreshed secrets, encrypted and committed before the caller uses them. ``expires_at``:
@@ -177,6 +181,8 @@ def hold_target_in(s: Session, cfg: Config, target_id: int, owner: str) -> bool:
             pauses.hold_target(s, target_id, scope, p.until, f"waiting: {problem}")
             return True
         scopes.append(scope)
+    if not pauses.any_of(s, scopes):
+        return False  # the common case: nothing paused, one query for every scope
     for scope in scopes:
         admission = pauses.admit(s, scope, f"{owner}:target:{target_id}", now=now,
                                  probe_seconds=cfg.daemon.lease_seconds)

@@ -90,6 +90,11 @@ def get(s: Session, scope: str) -> Pause | None:
     return s.exec(select(Pause).where(Pause.scope == scope)).first()
 
 
+def any_of(s: Session, scopes: list[str]) -> bool:
+    """Whether any of ``scopes`` has a pause row (expired or not): one query for a target's scopes."""
+    return s.execute(sa.select(Pause.id).where(Pause.scope.in_(scopes)).limit(1)).first() is not None
+
+
 def list_all(s: Session) -> list[Pause]:
     return list(s.exec(select(Pause).order_by(Pause.scope)))
 

@@ -42,6 +42,7 @@ from aiposter.core import credentials, image_types, pauses, registry, schedule, 
 from aiposter.core.errors import CaptionError, PublishError, SourceError, StepError
 from aiposter.core.media import MediaStore, MediaUrls, post_key, store_for, urls_for
 from aiposter.core.models import (
+    Connection,
     Post,
     PostEvent,
     PostTarget,
@@ -826,38 +827,34 @@ def _publish_target(ctx: Context, post_id: int, target_id: int, settle: bool = F
     """One step of one target. ``settle``: when it publishes, settle the post in the same transaction and
     answer as :func:`_settle`; None when it did not settle."""
     with session_scope(ctx.engine) as s:
+        # Read once and kept referenced, so the hold check, the request and the attempt below share them
+        # (the session's identity map holds objects weakly).
+        t = s.get(PostTarget, target_id)
+        conn = s.get(Connection, t.connection_id) if t is not None and t.connection_id is not None else None
         if credentials.hold_target_in(s, ctx.cfg, target_id, ctx.owner):
             return None  # its account needs re-authorization, or its destination or account is paused
         post = s.get(Post, post_id)
-        t = s.get(PostTarget, target_id)
         platform = t.platform
         req = _request(ctx, s, post, t)
         interrupted = t.status == states.T_PUBLISHING and t.step_started_at is not None
         fresh = t.handle is None
         attempts = t.attempts
-    try:
-        dest = registry.destination(platform)
-    except registry.UnknownAdapter as exc:
-        _target_failed(ctx, target_id, PublishError(str(exc), permanent=True, code="config"))
-        return
-    if dest.provider is not None and req.connection_id is None:
-        _target_failed(ctx, target_id, PublishError(
-            f"the {platform} account was disconnected; reconnect it and retry", permanent=True,
-            code="no_connection"))
-        return
-    try:
-        publisher = ctx.publisher(platform)
-    except StepError as exc:
-        if _hold(ctx, target_id, exc, in_flight=interrupted):
-            return
-        _target_failed(ctx, target_id, PublishError(f"publisher unavailable: {exc}", permanent=True,
-                                                    code="config"))
-        return
-    except Exception as exc:  # noqa: BLE001 - unavailable, misconfigured or broken: this target fails
-        reason = str(exc) if isinstance(exc, StepError) else f"internal error: {exc!r}"
-        _target_failed(ctx, target_id, PublishError(f"publisher unavailable: {reason}", permanent=True,
-                                                    code="config"))
-        return
+        publisher, problem = _publisher_for(ctx, platform, req)
+        if publisher is not None and not interrupted:
+            # Nothing external happens between reading the target and marking it in flight, so both share
+            # this transaction; it commits before the platform call.
+            if conn is not None and ctx.credentials is not None:
+                try:
+                    req.credentials = ctx.credentials.load_in(s, conn.id)
+                except credentials.CredentialsError:
+                    pass  # the adapter loads them itself and reports why it cannot
+            if not _begin_attempt(ctx, s, t, fresh, attempts, req):
+                return None
+    if problem is not None:
+        hold_exc, failure = problem
+        if hold_exc is None or not _hold(ctx, target_id, hold_exc, in_flight=interrupted):
+            _target_failed(ctx, target_id, failure)
+        return None
 
     if interrupted:
         # The last step may have reached the platform: ask before sending anything again.
@@ -889,26 +886,10 @@ def _publish_target(ctx: Context, post_id: int, target_id: int, settle: bool = F
                            in_flight=True)
             return
         req.handle, fresh = None, True  # surely nothing out there: a new attempt cannot duplicate
-
-    # Committed before the call: if we die during it, the next round recovers first.
-    now = utcnow()
-    with session_scope(ctx.engine) as s:
-        t = s.get(PostTarget, target_id)
-        if fresh and attempts >= ctx.cfg.retry.publish_attempts:
-            # Only reachable after outcomes that were unknown, then confirmed as not published.
-            t.status, t.step_started_at = states.T_FAILED, None
-            t.last_error = f"{platform}: gave up after {attempts} attempts: {t.last_error or 'no outcome'}"
-            t.updated_at = now
-            add_event(s, post_id, t.status, t.last_error, target_id)
-            return
-        t.status = states.T_PUBLISHING
-        t.step_started_at = now
-        if fresh:
-            t.attempts += 1
-            t.handle, t.container_id, t.pending_since, t.attempt_started_at = None, None, None, now
-            add_event(s, post_id, states.T_PUBLISHING, f"{platform}: attempt {t.attempts}", target_id)
-        t.updated_at = now
-        req.attempt_started_at = t.attempt_started_at
+        # Committed before the call: if we die during it, the next round recovers first.
+        with session_scope(ctx.engine) as s:
+            if not _begin_attempt(ctx, s, s.get(PostTarget, target_id), fresh, attempts, req):
+                return None
     try:
         outcome = metrics.timed(metrics.PLATFORM_LATENCY.labels(platform=platform), publisher.publish, req)
     except PublishError as exc:
@@ -938,6 +919,49 @@ def _publish_target(ctx: Context, post_id: int, target_id: int, settle: bool = F
     else:
         _target_failed(ctx, target_id, _internal(TypeError(f"publish returned {outcome!r}")),
                        count=not fresh, in_flight=True)
+
+
+def _publisher_for(ctx: Context, platform: str,
+                   req: PublishRequest) -> tuple[Any, tuple[StepError | None, PublishError] | None]:
+    """The destination's publisher, or why there is none: ``(error that may hold the target, failure)``.
+    No database work: it runs inside the transaction that reads the target."""
+    try:
+        dest = registry.destination(platform)
+    except registry.UnknownAdapter as exc:
+        return None, (None, PublishError(str(exc), permanent=True, code="config"))
+    if dest.provider is not None and req.connection_id is None:
+        return None, (None, PublishError(f"the {platform} account was disconnected; reconnect it and retry",
+                                         permanent=True, code="no_connection"))
+    try:
+        return ctx.publisher(platform), None
+    except StepError as exc:  # the destination's fault may hold the target (see _hold); else it fails
+        return None, (exc, PublishError(f"publisher unavailable: {exc}", permanent=True, code="config"))
+    except Exception as exc:  # noqa: BLE001 - unavailable, misconfigured or broken: this target fails
+        return None, (None, PublishError(f"publisher unavailable: internal error: {exc!r}", permanent=True,
+                                         code="config"))
+
+
+def _begin_attempt(ctx: Context, s: Session, t: PostTarget, fresh: bool, attempts: int,
+                   req: PublishRequest) -> bool:
+    """Mark the target in flight (a fresh attempt counted), in the caller's transaction; False when it has
+    used its attempts (then it is failed instead)."""
+    now = utcnow()
+    if fresh and attempts >= ctx.cfg.retry.publish_attempts:
+        # Only reachable after outcomes that were unknown, then confirmed as not published.
+        t.status, t.step_started_at = states.T_FAILED, None
+        t.last_error = f"{t.platform}: gave up after {attempts} attempts: {t.last_error or 'no outcome'}"
+        t.updated_at = now
+        add_event(s, t.post_id, t.status, t.last_error, t.id)
+        return False
+    t.status = states.T_PUBLISHING
+    t.step_started_at = now
+    if fresh:
+        t.attempts += 1
+        t.handle, t.container_id, t.pending_since, t.attempt_started_at = None, None, None, now
+        add_event(s, t.post_id, states.T_PUBLISHING, f"{t.platform}: attempt {t.attempts}", t.id)
+    t.updated_at = now
+    req.attempt_started_at = t.attempt_started_at
+    return True
 
 
 # Faults of an account or a destination rather than of the post: the target waits for them (shared pause,

@@ -125,6 +125,8 @@ class PublishRequest:
     attempt_started_at: datetime | None = None
     checkpoint: Callable[[dict], None] = _no_checkpoint
     extra: dict = field(default_factory=dict)
+    credentials: Any = None              # the connection's Credentials, read in the transaction that read
+    #                                      the target (None: the adapter loads them itself)
 
     @property
     def idempotency_key(self) -> str:

@@ -109,11 +109,14 @@ class MetaDestination:
                 return {str(r) for r in rows}
         return claimed
 
-    def steps_for(self, connection_id: int | None):
+    def steps_for(self, connection_id: int | None, creds=None):
+        """The step object of this connection; ``creds``: its credentials when the caller already read
+        them (the pipeline does, with the target), else loaded here."""
         if connection_id is None:
             raise PublishError(f"the {self.platform} target names no connection; reconnect the account",
                                permanent=True, code="no_connection")
-        creds = self.deps.credentials.load(connection_id)
+        if creds is None or creds.connection_id != connection_id:
+            creds = self.deps.credentials.load(connection_id)
         token = str(creds.secrets.get("access_token") or "")
         if not token:
             raise PublishError(f"the {self.platform} account {creds.account_name} has no access token; "
@@ -146,10 +149,10 @@ class MetaDestination:
     # ------------------------------------------------------------------ the port
 
     def publish(self, req: ports.PublishRequest) -> ports.Published | ports.Pending:
-        return self.steps_for(req.connection_id).publish(req)
+        return self.steps_for(req.connection_id, req.credentials).publish(req)
 
     def recover(self, req: ports.PublishRequest) -> ports.Published | ports.Pending | None:
-        return self.steps_for(req.connection_id).recover(req)
+        return self.steps_for(req.connection_id, req.credentials).recover(req)
 
     def close(self) -> None:
         with self._lock:
