@@ -127,6 +127,17 @@ def read_scope(engine: Engine) -> Iterator[sa.Connection]:
         yield conn
 
 
+def read_one(engine: Engine, statement) -> sa.Row | None:
+    """The first row of one read-only statement. On PostgreSQL it runs outside a transaction block (a
+    single statement is its own snapshot), saving the BEGIN and COMMIT round trips; on SQLite it is a
+    :func:`read_scope` (a deferred snapshot, no write lock)."""
+    if is_sqlite(engine):
+        with read_scope(engine) as conn:
+            return conn.execute(statement).first()
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        return conn.execute(statement).first()
+
+
 # --------------------------------------------------------------------------- migrations
 
 

@@ -434,8 +434,11 @@ def _next(ctx: Context, post: Post) -> str | bool:
 
 
 def _load(s: Session, post_id: int) -> tuple[Post, Watch, User]:
-    post = s.get(Post, post_id)
-    return post, s.get(Watch, post.watch_id), s.get(User, post.user_id)
+    """The post with its watch and owner, in one statement (each step reads them; three were 15 statements
+    a photo). Both keys are NOT NULL foreign keys, so the inner joins lose nothing."""
+    row = s.exec(select(Post, Watch, User).join(Watch, Watch.id == Post.watch_id)
+                 .join(User, User.id == Post.user_id).where(Post.id == post_id)).first()
+    return tuple(row) if row is not None else (None, None, None)
 
 
 def _download(ctx: Context, post_id: int) -> bool:

@@ -26,7 +26,7 @@ from aiposter.api.deps import Application
 from aiposter.core import states
 from aiposter.core.media import PROBE, post_key
 from aiposter.core.models import Post, utcnow
-from aiposter.db import read_scope
+from aiposter.db import read_one
 from aiposter.services import NotFound
 
 router = APIRouter(tags=["media"], include_in_schema=False)
@@ -82,8 +82,7 @@ def _serve(post_id: int, variant: str | None, expires: int, signature: str, requ
         raise _gone()
     # A read snapshot (no write gate, no SQLite write lock): the platforms fetch while the pipeline
     # writes, and a fetch queued behind the pipeline's transactions slowed every container step.
-    with read_scope(app.engine) as conn:
-        post = conn.execute(sa.select(Post.status, Post.media_key).where(Post.id == post_id)).first()
+    post = read_one(app.engine, sa.select(Post.status, Post.media_key).where(Post.id == post_id))
     if post is None or post.status not in states.POST_ACTIVE or not post.media_key:
         raise _gone()
     key = post.media_key if variant is None else post_key(post_id, variant)  # signed: a valid name
