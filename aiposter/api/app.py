@@ -53,7 +53,10 @@ def create_app(application: App, daemon=None) -> FastAPI:
     api.add_middleware(SecurityHeaders)
     api.add_middleware(BodyLimit, max_bytes=application.cfg.api.max_body_bytes)  # outermost: before anything
     api.add_middleware(DocsPolicy)
-    for module in (ops, auth, me, users, connections, watches, posts, pauses, audit, notify, media, drive):
+    # The media route first: Meta's fetchers call it for every Instagram and Threads container, and routes
+    # are matched in order (last, it was tried against every API route first: route matching was ~4 % of the
+    # publishing CPU profile).
+    for module in (media, ops, auth, me, users, connections, watches, posts, pauses, audit, notify, drive):
         api.include_router(module.router)
     from aiposter import web
 

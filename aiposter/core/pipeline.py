@@ -757,12 +757,13 @@ def _publish(ctx: Context, post_id: int) -> bool:
                                      PostTarget.next_attempt_at <= now).order_by(PostTarget.id))]
     if targets and _media_missing(ctx, post_id, key):
         return True
+    carry: list = []  # a target's "published" record, committed with the next target's first transaction
     for i, target_id in enumerate(targets):
         # The last target's outcome and the post's settling share one transaction when it published.
-        settled = _publish_target(ctx, post_id, target_id, settle=i == len(targets) - 1)
+        settled = _publish_target(ctx, post_id, target_id, settle=i == len(targets) - 1, carry=carry)
     if targets and settled is not None:
         return settled
-    return _settle(ctx, post_id)
+    return _settle(ctx, post_id, carry)
 
 
 def _review_due(ctx: Context, post_id: int) -> bool:
@@ -826,10 +827,19 @@ def _checkpoint(ctx: Context, target_id: int, handle: dict) -> None:
         t.updated_at = utcnow()
 
 
-def _publish_target(ctx: Context, post_id: int, target_id: int, settle: bool = False) -> str | bool | None:
+def _publish_target(ctx: Context, post_id: int, target_id: int, settle: bool = False,
+                    carry: list | None = None) -> str | bool | None:
     """One step of one target. ``settle``: when it publishes, settle the post in the same transaction and
-    answer as :func:`_settle`; None when it did not settle."""
+    answer as :func:`_settle`; None when it did not settle.
+
+    ``carry``: records of earlier targets' outcomes not yet committed; they are written first in this
+    target's first transaction. When given (and not settling), this target's own "published" record is
+    appended to it instead of committed on its own: nothing external happens between it and the next
+    target's first transaction (or the post's settling), which commits it before any further platform
+    call. Lost in a crash, the target is still in flight and is reconciled (found published) first."""
     with session_scope(ctx.engine) as s:
+        while carry:
+            carry.pop(0)(s)
         # Read once and kept referenced, so the hold check, the request and the attempt below share them
         # (the session's identity map holds objects weakly).
         t = s.get(PostTarget, target_id)
@@ -915,6 +925,10 @@ def _publish_target(ctx: Context, post_id: int, target_id: int, settle: bool = F
         _target_failed(ctx, target_id, _internal(exc), count=not fresh, in_flight=True)
         return
     if isinstance(outcome, Published):
+        if carry is not None and not settle:
+            carry.append(partial(_record_published, target_id=target_id, result=outcome,
+                                 message=f"published on {platform}", at=utcnow()))
+            return None
         return _target_published(ctx, target_id, outcome, f"published on {platform}",
                                  settle=post_id if settle else None)
     elif isinstance(outcome, Pending):
@@ -1020,20 +1034,23 @@ def _target_published(ctx: Context, target_id: int, result: Published, message: 
     transaction (nothing external happens between the two) and answer as :func:`_settle`."""
     settled = None
     with session_scope(ctx.engine) as s:
-        t = s.get(PostTarget, target_id)
-        t.status = states.T_PUBLISHED
-        t.platform_post_id = result.platform_post_id
-        t.platform_url = result.url
-        t.published_at = t.updated_at = utcnow()
-        t.step_started_at = t.pending_since = None
-        t.last_error = None
-        add_event(s, t.post_id, states.T_PUBLISHED, f"{message}: {result.platform_post_id}", target_id)
-        post_id, platform = t.post_id, t.platform
-        log.info("target.published", extra=fields(post_id=post_id, target_id=target_id, platform=platform,
-                                                  platform_post_id=result.platform_post_id))
+        _record_published(s, target_id, result, message, utcnow())
         if settle is not None:
             settled = _settle_in(s, ctx, settle)
     return settled
+
+
+def _record_published(s: Session, target_id: int, result: Published, message: str, at: datetime) -> None:
+    t = s.get(PostTarget, target_id)
+    t.status = states.T_PUBLISHED
+    t.platform_post_id = result.platform_post_id
+    t.platform_url = result.url
+    t.published_at = t.updated_at = at
+    t.step_started_at = t.pending_since = None
+    t.last_error = None
+    add_event(s, t.post_id, states.T_PUBLISHED, f"{message}: {result.platform_post_id}", target_id)
+    log.info("target.published", extra=fields(post_id=t.post_id, target_id=target_id, platform=t.platform,
+                                              platform_post_id=result.platform_post_id))
 
 
 def _target_pending(ctx: Context, target_id: int, pending: Pending, message: str = "") -> None:
@@ -1096,9 +1113,12 @@ def _target_failed(ctx: Context, target_id: int, exc: StepError, *, count: bool 
         add_event(s, t.post_id, t.status, t.last_error, target_id)
 
 
-def _settle(ctx: Context, post_id: int) -> str | bool:
-    """Finish the post when every target is done; otherwise schedule the next round."""
+def _settle(ctx: Context, post_id: int, carry: list | None = None) -> str | bool:
+    """Finish the post when every target is done; otherwise schedule the next round. ``carry``: records
+    of targets' outcomes still to be written (see :func:`_publish_target`), written first."""
     with session_scope(ctx.engine) as s:
+        while carry:
+            carry.pop(0)(s)
         return _settle_in(s, ctx, post_id)
 
 
