@@ -36,7 +36,7 @@ from PIL import Image
 from sqlmodel import select
 
 from aiposter.core import credentials, states
-from aiposter.core.models import Connection, Post, PostTarget, Watch, utcnow
+from aiposter.core.models import Connection, Post, PostEvent, PostTarget, Watch, utcnow
 from aiposter.db import session_scope
 from aiposter.services import connections, oauth, users, watches
 
@@ -318,6 +318,48 @@ def test_publish_that_commits_then_drops_is_reconciled_exactly_once(install, tmp
     ts = install.targets()
     assert ts["instagram"].platform_post_id == g.media_of(IG)[0]["id"]
     assert ts["threads"].platform_post_id == t.media_of(TH)[0]["id"]
+
+
+def test_a_published_target_whose_record_is_lost_with_the_next_targets_transaction_is_adopted_once(
+        install, tmp_path):
+    """A target's "published" record is written in the next target's first transaction. If that transaction
+    never commits (here the database connection fails on its first statement after Facebook published), the
+    Facebook target is still in flight: the next round asks the Page, adopts the post it finds, and
+    sends nothing again."""
+    g, t = install.g, install.t
+    wid = install.watch(tmp_path / "inbox")
+    write_image(tmp_path / "inbox", "a.jpg", _photo())
+    install.due(wid)
+    pause_checks = []
+
+    def drop_second_hold_check(conn, cursor, statement, params, context, executemany):
+        if "pause.scope IN" in statement:  # a target's hold check (pauses.any_of)
+            pause_checks.append(statement)
+            if len(pause_checks) == 2:  # the Instagram target's first transaction, after Facebook published
+                raise sa.exc.OperationalError(statement, params, Exception("server closed the connection"))
+
+    sa.event.listen(install.app.engine, "before_cursor_execute", drop_second_hold_check)
+    try:
+        install.run(3)
+    finally:
+        sa.event.remove(install.app.engine, "before_cursor_execute", drop_second_hold_check)
+    assert len(pause_checks) >= 2
+    assert len(g.page_posts(PAGE)) == 1  # Facebook published; its record was lost with the transaction
+    fb = install.targets()["facebook"]
+    assert fb.status == states.T_PUBLISHING and fb.step_started_at is not None  # in flight: reconcile first
+    for _ in range(10):
+        install.make_all_due()
+        install.run(5)
+        if install.posts()[0].status == states.PUBLISHED:
+            break
+    [post] = install.posts()
+    assert post.status == states.PUBLISHED, {p: x.last_error for p, x in install.targets().items()}
+    assert len(g.page_posts(PAGE)) == 1 and len(g.media_of(IG)) == 1 and len(t.media_of(TH)) == 1
+    ts = install.targets()
+    assert ts["facebook"].platform_post_id == g.page_posts(PAGE)[0]["id"]
+    with session_scope(install.app.engine) as s:
+        messages = [e.message for e in s.exec(select(PostEvent).where(PostEvent.target_id == ts["facebook"].id))]
+    assert any("confirmed after an interrupted attempt" in m for m in messages), messages
 
 
 def test_rate_limit_pauses_the_account_with_the_time_it_frees(install, tmp_path):
