@@ -33,7 +33,6 @@ SCOPES = {
     "instagram": ["pages_show_list", "pages_read_engagement", "instagram_basic", "instagram_content_publish"],
     "threads": ["threads_basic", "threads_content_publish"],
 }
-MAX_PAGES = 20  # /me/accounts pages followed (25 Pages each)
 
 
 class OAuthFailed(ServiceError):
@@ -150,27 +149,29 @@ def _meta_exchange(cfg: Config, http: httpx.Client, provider: str, code: str,
         "grant_type": "fb_exchange_token", "client_id": m.app_id, "client_secret": secret,
         "fb_exchange_token": _token(short, "Facebook")})
     user_token = _token(long, "Facebook")
-    fields = "id,name,access_token"
-    if provider == "instagram":
-        fields += ",instagram_business_account{id,username}"
-    url = f"{m.graph_base_url}/me/accounts"
-    params: dict | None = {"fields": fields, "access_token": user_token, "limit": 25}
+    # The Pages this login can publish to, through the same Graph client as publishing (appsecret_proof on
+    # the call, paging followed, Graph errors classified); a Page where the user has no CREATE_CONTENT (or
+    # MANAGE) task is not offered: posting to it would fail.
+    from aiposter.core.errors import PublishError
+    from aiposter.publishers.meta.accounts import list_pages
+    from aiposter.publishers.meta.graph import GraphClient
+
+    try:
+        pages = list_pages(GraphClient(m.graph_base_url, "", user_token, app_secret=secret, http=http))
+    except PublishError as exc:
+        raise OAuthFailed(f"the Pages of this login could not be listed: {exc}") from None
+    usable = [p for p in pages if p.can_publish]
     accounts: list[Account] = []
-    for _ in range(MAX_PAGES):
-        page = _get_json(http, url, "Facebook", params=params)
-        for p in page.get("data") or []:
-            if not p.get("id") or not p.get("access_token"):
-                continue
-            if provider == "facebook":
-                accounts.append(Account(str(p["id"]), p.get("name", ""), {"access_token": p["access_token"]},
-                                        SCOPES[provider]))
-            elif (ig := p.get("instagram_business_account")) and ig.get("id"):
-                accounts.append(Account(str(ig["id"]), ig.get("username") or p.get("name", ""),
-                                        {"access_token": p["access_token"], "page_id": str(p["id"])},
-                                        SCOPES[provider]))
-        url, params = (page.get("paging") or {}).get("next"), None
-        if not url:
-            break
+    for p in usable:
+        if provider == "facebook":
+            accounts.append(Account(p.page_id, p.name, {"access_token": p.access_token}, SCOPES[provider]))
+        elif p.instagram_id:
+            accounts.append(Account(p.instagram_id, p.instagram_username or p.name,
+                                    {"access_token": p.access_token, "page_id": p.page_id}, SCOPES[provider]))
+    if not accounts and len(usable) < len(pages):
+        names = ", ".join(p.name or p.page_id for p in pages if not p.can_publish)
+        raise OAuthFailed(f"you cannot create content on the Pages shared with this app ({names}): a Page admin "
+                          "must give you the Create content task, then connect again")
     if not accounts:
         what = ("Facebook Pages" if provider == "facebook"
                 else "Instagram professional accounts linked to a Page")

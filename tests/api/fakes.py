@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import json
 import secrets
 import threading
@@ -147,9 +148,16 @@ class FakeOAuth:
     def _meta_accounts(self, p, _headers):
         if self.tokens.get(p.get("access_token")) != "fb-long":
             return 400, {"error": {"message": "Invalid OAuth access token.", "code": 190}}
+        # The app requires appsecret_proof ("Require App Secret"), as ai-poster's Meta app should.
+        proof = hmac.new(META_SECRET.encode(), p["access_token"].encode(), hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(p.get("appsecret_proof", ""), proof):
+            return 400, {"error": {"message": "Invalid appsecret_proof provided in the API argument",
+                                   "type": "GraphMethodException", "code": 100}}
         data = []
         for page in self.pages:
-            row = {"id": page["id"], "name": page["name"], "access_token": self._token("page")}
+            row = {"id": page["id"], "name": page["name"], "access_token": self._token("page"),
+                   "tasks": page.get("tasks", ["ADVERTISE", "ANALYZE", "CREATE_CONTENT", "MESSAGING",
+                                               "MODERATE", "MANAGE"])}
             if "instagram_business_account" in p.get("fields", "") and page["ig"]:
                 row["instagram_business_account"] = page["ig"]
             data.append(row)

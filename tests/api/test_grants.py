@@ -165,6 +165,30 @@ def test_one_page_connects_directly(client, application, ann, fake_oauth, meta_p
     assert grant_rows(application) == []
 
 
+def test_pages_where_the_user_cannot_create_content_are_not_offered(client, application, ann, fake_oauth,
+                                                                     meta_pages):
+    """Meta lists every Page where the user has any task; posting needs CREATE_CONTENT (or MANAGE)."""
+    analyst = {**FLORIST, "tasks": ["ANALYZE"]}
+    meta_pages(BAKERY, GARAGE, analyst)
+    pending = connect(client, ann, fake_oauth)["pending"]
+    assert [c["account_id"] for c in pending["candidates"]] == ["p1", "p2"]
+    assert select(client, ann, pending["id"], ["p3"]).status_code == 422  # not a candidate
+    # With one publishable Page left, it connects directly; the Instagram account of the other is not offered.
+    meta_pages(GARAGE, analyst)
+    [c] = connect(client, ann, fake_oauth)
+    assert c["account_id"] == "p2"
+
+
+def test_a_login_that_can_create_content_on_no_page_says_so(client, application, ann, fake_oauth, meta_pages):
+    meta_pages({**BAKERY, "tasks": ["ANALYZE", "ADVERTISE"]})
+    code, state = fake_oauth.approve(start(client, ann, "facebook")["authorize_url"])
+    r = client.get("/api/v1/connections/facebook/callback", params={"code": code, "state": state})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "oauth_failed"
+    message = r.json()["error"]["message"]
+    assert "Bakery" in message and "Create content" in message
+    assert stored(application, ann.id) == {} and grant_rows(application) == []
+
+
 def test_the_openapi_document_describes_both_answers_and_the_grant_routes(client):
     doc = client.get("/openapi.json").json()
     callback = doc["paths"]["/api/v1/connections/{provider}/callback"]["get"]["responses"]["200"]
