@@ -27,16 +27,21 @@ def published(ctx) -> set[str]:
 def test_pause_resume_and_interval_edits_apply_while_running(ctx, tmp_path):
     inbox = tmp_path / "in"
     wid = add_watch(ctx, inbox, interval_seconds=1)
+    # A second watch polled every second is the clock: "nothing happened to the first watch while the
+    # witness was polled three times" replaces a bare sleep (three of its intervals, the daemon ticking).
+    witness = add_watch(ctx, tmp_path / "witness", interval_seconds=1)
     daemon = Daemon(ctx)
     daemon.start()
     try:
-        assert wait_for(lambda: _watch(ctx, wid).baseline_done)
+        assert wait_for(lambda: _watch(ctx, wid).baseline_done and _watch(ctx, witness).baseline_done)
         write_image(inbox, "one.jpg")
         assert wait_for(lambda: published(ctx) == {"one.jpg"})
 
         _edit(ctx, wid, watches.WatchSpec(enabled=False))  # pause
+        paused_at = _watch(ctx, wid).last_poll_at
         write_image(inbox, "two.jpg")
-        time.sleep(2.5)  # more than two intervals
+        _witness_polls(ctx, witness, 3)
+        assert _watch(ctx, wid).last_poll_at == paused_at  # not polled while paused
         assert published(ctx) == {"one.jpg"}
         _edit(ctx, wid, watches.WatchSpec(enabled=True))  # resume
         assert wait_for(lambda: published(ctx) == {"one.jpg", "two.jpg"})
@@ -44,13 +49,28 @@ def test_pause_resume_and_interval_edits_apply_while_running(ctx, tmp_path):
         before = _watch(ctx, wid).last_poll_at
         _edit(ctx, wid, watches.WatchSpec(interval_seconds=3600))  # an edit polls once now, then at the new pace
         assert wait_for(lambda: _watch(ctx, wid).last_poll_at > before)
+        polled = _watch(ctx, wid).last_poll_at
         write_image(inbox, "three.jpg")
-        time.sleep(2.5)
-        assert "three.jpg" not in published(ctx)  # the new, long interval is in force
+        _witness_polls(ctx, witness, 3)
+        assert _watch(ctx, wid).last_poll_at == polled  # the new, long interval is in force
+        assert "three.jpg" not in published(ctx)
         # Polls keep each watch's own phase in the interval, so the next one is at least half the new interval away.
         assert (_watch(ctx, wid).next_poll_at - _watch(ctx, wid).last_poll_at).total_seconds() >= 1800
     finally:
         assert daemon.stop(timeout=5)
+
+
+def _witness_polls(ctx, witness, n: int) -> None:
+    """Wait until the witness watch (interval 1 s) has been polled ``n`` more times."""
+    seen = [_watch(ctx, witness).last_poll_at]
+
+    def advanced() -> bool:
+        last = _watch(ctx, witness).last_poll_at
+        if last != seen[-1]:
+            seen.append(last)
+        return len(seen) > n
+
+    assert wait_for(advanced, timeout=30)
 
 
 class SlowSource(LocalSource):
