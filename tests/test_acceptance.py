@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -15,7 +16,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from helpers import jpeg_bytes
+from helpers import jpeg_bytes, wait_for
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,10 +33,19 @@ def test_example_config_photo_to_outbox_within_one_interval(tmp_path):
                             stderr=subprocess.STDOUT, text=True)
     inbox, outbox = tmp_path / "data" / "inbox", tmp_path / "data" / "outbox"
     try:
-        deadline = time.time() + 60
-        while not inbox.is_dir() and time.time() < deadline:
-            time.sleep(0.1)
-        time.sleep(1.0)  # the watch's first poll (its baseline) happens at start
+        # The quickstart watch's first poll (its baseline) happens at start: photos dropped before it would
+        # count as already there. Wait for it in the daemon's own database (read-only, beside the daemon).
+        def baseline_taken() -> bool:
+            db = tmp_path / "data" / "aiposter.db"
+            if not inbox.is_dir() or not db.exists():
+                return False
+            try:
+                with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as conn:
+                    return bool(conn.execute("SELECT min(baseline_done) FROM watch").fetchone()[0])
+            except sqlite3.Error:  # not migrated yet
+                return False
+
+        assert wait_for(baseline_taken, timeout=60), f"no baseline taken (daemon exit code {proc.poll()})"
 
         photos = {"portrait.jpg": jpeg_bytes(size=(300, 200), orientation=6, gps=True)}
         buf = io.BytesIO()
