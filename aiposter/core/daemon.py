@@ -35,9 +35,9 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from aiposter.core import credentials, pauses, pipeline, states
 from aiposter.core import drive_feeds as drive_poller
 from aiposter.core import queue as workqueue
-from aiposter.core.models import Post
+from aiposter.core.models import DriveFeed, Post, Watch
 from aiposter.core.pipeline import Context
-from aiposter.db import session_scope
+from aiposter.db import connection_lost, describe_error, session_scope
 from aiposter.logs import fields
 from aiposter.services import notify
 
@@ -64,6 +64,7 @@ class Daemon:
         self.tasks: queue.Queue = queue.Queue()
         self.busy = 0
         self._busy_lock = threading.Lock()
+        self._unreturned: list[tuple[type, list[int], bool]] = []  # leases a failed task could not hand back
         self.stopping = threading.Event()
         self.workers: list[threading.Thread] = []
         self.scheduler = BackgroundScheduler(
@@ -171,16 +172,25 @@ class Daemon:
                 self.tasks.put(("feed", fid))
             for pid in post_ids:
                 self.tasks.put(("post", pid))
-        except Exception:  # noqa: BLE001 - a DB hiccup must not kill the timer
-            log.exception("daemon.tick_failed")
+        except Exception as exc:  # noqa: BLE001 - a DB hiccup must not kill the timer
+            _log_failure("daemon.tick_failed", exc, retry="next tick")
 
     def renew(self) -> None:
         try:
-            with session_scope(self.ctx.engine) as s:
-                workqueue.renew(s, self.ctx.owner, self.cfg.daemon.lease_seconds)
-                drive_poller.renew(s, self.ctx.owner, self.cfg.daemon.lease_seconds)
-        except Exception:  # noqa: BLE001
-            log.exception("daemon.renew_failed")
+            with self._busy_lock:
+                unreturned, self._unreturned = self._unreturned, []
+            try:
+                with session_scope(self.ctx.engine) as s:
+                    for model, ids, at_once in unreturned:  # first, so they are not renewed below
+                        workqueue.hand_back(s, model, ids, self.ctx.owner, at_once)
+                    workqueue.renew(s, self.ctx.owner, self.cfg.daemon.lease_seconds)
+                    drive_poller.renew(s, self.ctx.owner, self.cfg.daemon.lease_seconds)
+            except BaseException:
+                with self._busy_lock:
+                    self._unreturned[:0] = unreturned
+                raise
+        except Exception as exc:  # noqa: BLE001
+            _log_failure("daemon.renew_failed", exc)
 
     def notify(self) -> None:
         try:
@@ -222,13 +232,34 @@ class Daemon:
                     poll_feed(self.ctx, ident)
                 else:
                     pipeline.process_post(self.ctx, ident)
-            except Exception:  # noqa: BLE001 - never let one task kill a worker
-                log.exception("daemon.task_failed", extra=fields(kind=kind, id=ident))
+            except Exception as exc:  # noqa: BLE001 - never let one task kill a worker
+                self._task_failed(kind, ident, exc)
             finally:
                 with self._busy_lock:
                     self.busy -= 1
             if self.tasks.empty() and self.tick_after(kind, ident, full_path):
                 self.tick()  # claim the next due work now instead of idling until the next tick
+
+    def _task_failed(self, kind: str, ident, exc: Exception) -> None:
+        """Log a failed task and hand its leases back, so they are no longer renewed (before, a failed task's
+        watches or post stayed leased, renewed every ``lease_seconds / 3``, until the daemon stopped).
+
+        A lost database connection (a PostgreSQL restart, a terminated backend) is one line, and the work
+        is claimable again at once: the next tick redoes it from its last committed state, as after a
+        restart. Any other failure logs its traceback and leaves the lease to expire, as a crashed worker's
+        would: retried after ``lease_seconds``, not in a loop at every tick."""
+        lost = connection_lost(exc)
+        _log_failure("daemon.task_failed", exc, kind=kind, id=ident,
+                     retry="next tick" if lost else "when the lease expires")
+        model = {"poll": Watch, "polls": Watch, "feed": DriveFeed}.get(kind, Post)
+        ids = list(ident) if kind == "polls" else [ident]
+        try:
+            with session_scope(self.ctx.engine) as s:
+                workqueue.hand_back(s, model, ids, self.ctx.owner, at_once=lost)
+        except Exception as again:  # noqa: BLE001 - the renew job hands them back (or they expire)
+            _log_failure("daemon.hand_back_failed", again, kind=kind, id=ident)
+            with self._busy_lock:
+                self._unreturned.append((model, ids, lost))
 
     def tick_after(self, kind: str, ident, full_path: int | None) -> bool:
         """Whether a worker that just finished this task should tick at once. Not after a partial batch of
@@ -246,6 +277,14 @@ class Daemon:
         if when is None:
             return math.inf
         return (when - datetime.now(UTC)).total_seconds()
+
+
+def _log_failure(event: str, exc: Exception, **kw) -> None:
+    """A lost database connection as one warning line naming the error; anything else with its traceback."""
+    if connection_lost(exc):
+        log.warning(event, extra=fields(error=f"database connection lost: {describe_error(exc)}", **kw))
+    else:
+        log.exception(event, extra=fields(**kw))
 
 
 def flag_tokens(ctx: Context) -> None:

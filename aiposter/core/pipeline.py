@@ -54,7 +54,7 @@ from aiposter.core.models import (
 from aiposter.core.ports import CaptionRequest, Listing, Pending, Published, PublishRequest, RemoteFile, WatchRef
 from aiposter.core.retry import Backoff, GiveUp
 from aiposter.crypto import Keyring
-from aiposter.db import read_scope, session_scope
+from aiposter.db import connection_lost, read_scope, session_scope
 from aiposter.logs import fields
 from aiposter.services import notify, review
 
@@ -407,6 +407,8 @@ def process_post(ctx: Context, post_id: int) -> None:
         try:
             advanced = step(ctx, post_id)
         except Exception as exc:  # noqa: BLE001 - a bug must fail one post visibly, not kill the worker
+            if connection_lost(exc):
+                raise  # not the post's fault: the daemon hands the lease back, the step is redone from its state
             log.exception("post.step_crashed", extra=fields(post_id=post_id, status=status))
             _step_failed(ctx, post_id, status, StepError(f"internal error: {exc!r}"))
             advanced = False
