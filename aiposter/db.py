@@ -69,6 +69,18 @@ def describe(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
+def ids_in(column, ids, engine: Engine):
+    """``column IN ids`` for a batch: on PostgreSQL ``column = ANY(:ids)``, one bound array, so the statement's
+    text is the same whatever the number of ids and psycopg prepares it once used ``prepare_threshold``
+    times (an expanding ``IN`` is a new statement for each batch size: parsed and planned every time,
+    0.9 ms of client and 0.8 ms of server CPU for 70-100 ids, against 0.4 and 0.3). SQLite keeps ``IN``."""
+    if is_sqlite(engine):
+        return column.in_(ids)
+    from sqlalchemy.dialects.postgresql import ARRAY
+
+    return column == sa.any_(sa.bindparam(None, list(ids), type_=ARRAY(column.type), unique=True))
+
+
 def has_schema(engine: Engine) -> bool:
     """Whether this database was ever migrated (an empty PostgreSQL database or a new SQLite file is not)."""
     return sa.inspect(engine).has_table("alembic_version")
