@@ -150,10 +150,13 @@ def _server_hung_up(dbapi_conn) -> bool:
 
 
 def connection_lost(exc: BaseException) -> bool:
-    """Whether ``exc`` is a database connection that died in use (the server restarted, the backend was
-    terminated, the network dropped): SQLAlchemy has invalidated that connection, and the unit of work
-    that met it can simply be redone on a new one."""
-    return isinstance(exc, sa.exc.DBAPIError) and bool(exc.connection_invalidated)
+    """Whether ``exc`` is the database connection failing rather than the work: one that died in use (the
+    server restarted, the backend was terminated, the network dropped; SQLAlchemy has invalidated it), or
+    none could be made (the server is down or restarting; ``statement`` is None). The unit of work that
+    met it can simply be redone from its last committed state."""
+    if not isinstance(exc, sa.exc.DBAPIError):
+        return False
+    return bool(exc.connection_invalidated) or (isinstance(exc, sa.exc.OperationalError) and exc.statement is None)
 
 
 def describe_error(exc: BaseException) -> str:

@@ -48,7 +48,8 @@ log = logging.getLogger("aiposter.daemon")
 POLL_BATCH = 100
 # A worker that finishes a task ticks at once to claim the next due work, unless the task was a batch of
 # idle polls that emptied the due list (a partial batch, nothing found) and the scheduler's own tick is
-# at most this far away: on an idle daemon those extra ticks were half of its CPU and found nothing.
+# at most this far away: on an idle daemon those extra ticks were half of its CPU and found nothing. The
+# same for a full batch when the last tick's claim took every local watch then due (it was under its limit).
 RETICK_SKIP_SECONDS = 1.0
 
 
@@ -65,6 +66,7 @@ class Daemon:
         self.busy = 0
         self._busy_lock = threading.Lock()
         self._unreturned: list[tuple[type, list[int], bool]] = []  # leases a failed task could not hand back
+        self._took_all_due = False  # the last tick claimed every local watch then due (fewer than its limit)
         self.stopping = threading.Event()
         self.workers: list[threading.Thread] = []
         self.scheduler = BackgroundScheduler(
@@ -155,6 +157,7 @@ class Daemon:
                 # watches; see pipeline.poll_watches); other sources one watch per task.
                 local = workqueue.claim_watches(s, self.ctx.owner, d.lease_seconds, free * POLL_BATCH,
                                                 source="local")
+                took_all_due = len(local) < free * POLL_BATCH
                 watch_ids = workqueue.claim_watches(s, self.ctx.owner, d.lease_seconds, free,
                                                     exclude_source="local")
                 batches = [local[i:i + POLL_BATCH] for i in range(0, len(local), POLL_BATCH)]
@@ -164,6 +167,7 @@ class Daemon:
                     free -= len(feed_ids)
                 if free > 0:
                     post_ids = workqueue.claim_posts(s, self.ctx.owner, d.lease_seconds, free)
+            self._took_all_due = took_all_due
             for batch in batches:
                 self.tasks.put(("polls", batch))
             for wid in watch_ids:
@@ -262,11 +266,15 @@ class Daemon:
                 self._unreturned.append((model, ids, lost))
 
     def tick_after(self, kind: str, ident, full_path: int | None) -> bool:
-        """Whether a worker that just finished this task should tick at once. Not after a partial batch of
-        polls where every watch was idle (the tick that claimed it took every watch then due, and the batch
-        created nothing) when the scheduler ticks within ``RETICK_SKIP_SECONDS`` anyway. Any other task
-        (a post step, a feed, a watch polled alone, a full batch, a batch with anything new) ticks."""
-        if kind != "polls" or full_path != 0 or len(ident) >= POLL_BATCH:
+        """Whether a worker that just finished this task should tick at once. Not after a batch of polls
+        where every watch was idle (the batch created nothing) and every watch then due was claimed (a
+        partial batch; or a full one when the last tick's claim was under its limit: 170 watches due a
+        second split into 100 + 70, the full batch's re-tick found only the few that came due since) when
+        the scheduler ticks within ``RETICK_SKIP_SECONDS`` anyway. Any other task (a post step, a feed, a
+        watch polled alone, a full batch from a claim that hit its limit, a batch with anything new) ticks."""
+        if kind != "polls" or full_path != 0:
+            return True
+        if len(ident) >= POLL_BATCH and not self._took_all_due:
             return True
         return self._scheduled_tick_in() > RETICK_SKIP_SECONDS
 
@@ -280,9 +288,11 @@ class Daemon:
 
 
 def _log_failure(event: str, exc: Exception, **kw) -> None:
-    """A lost database connection as one warning line naming the error; anything else with its traceback."""
+    """A lost database connection, or a database that cannot be reached (a restart in progress: a line each
+    tick until it is back), as one warning line naming the error; anything else with its traceback."""
     if connection_lost(exc):
-        log.warning(event, extra=fields(error=f"database connection lost: {describe_error(exc)}", **kw))
+        what = "database unreachable" if exc.statement is None else "database connection lost"
+        log.warning(event, extra=fields(error=f"{what}: {describe_error(exc)}", **kw))
     else:
         log.exception(event, extra=fields(**kw))
 
