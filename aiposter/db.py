@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import select
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
@@ -68,6 +69,18 @@ def describe(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
+def ids_in(column, ids, engine: Engine):
+    """``column IN ids`` for a batch: on PostgreSQL ``column = ANY(:ids)``, one bound array, so the statement's
+    text is the same whatever the number of ids and psycopg prepares it once used ``prepare_threshold``
+    times (an expanding ``IN`` is a new statement for each batch size: parsed and planned every time,
+    0.9 ms of client and 0.8 ms of server CPU for 70-100 ids, against 0.4 and 0.3). SQLite keeps ``IN``."""
+    if is_sqlite(engine):
+        return column.in_(ids)
+    from sqlalchemy.dialects.postgresql import ARRAY
+
+    return column == sa.any_(sa.bindparam(None, list(ids), type_=ARRAY(column.type), unique=True))
+
+
 def has_schema(engine: Engine) -> bool:
     """Whether this database was ever migrated (an empty PostgreSQL database or a new SQLite file is not)."""
     return sa.inspect(engine).has_table("alembic_version")
@@ -98,8 +111,59 @@ def make_engine(url: str, pool_size: int = 5, echo: bool = False) -> Engine:
             conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
 
         return engine
-    return sa.create_engine(url, echo=echo, pool_size=pool_size, max_overflow=pool_size,
-                            pool_pre_ping=True)
+    # No pre-ping (a round trip on every checkout: 85 us of client and 40 us of server CPU, 165 us of wall
+    # time per transaction). Instead a pooled connection is checked without a round trip when it is checked
+    # out (``_server_hung_up``), and a connection that dies while in use invalidates itself (SQLAlchemy's
+    # ``is_disconnect``): that unit of work fails with ``connection_lost`` and is redone (daemon.py).
+    # LIFO: an idle daemon keeps reusing the same few connections (the others are recycled), so psycopg
+    # prepares its statements sooner; ``pool_recycle`` replaces a connection after an hour, so one dropped
+    # silently by a firewall or a proxy is not kept for ever.
+    engine = sa.create_engine(url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False,
+                              pool_use_lifo=True, pool_recycle=RECYCLE_SECONDS)
+
+    @sa.event.listens_for(engine, "checkout")
+    def _check(dbapi_conn, _record, _proxy):
+        if _server_hung_up(dbapi_conn):
+            # The pool replaces it with a new connection and runs this check again (SQLAlchemy retries).
+            raise sa.exc.DisconnectionError("the server closed this pooled connection")
+
+    return engine
+
+
+RECYCLE_SECONDS = 3600
+
+
+def _server_hung_up(dbapi_conn) -> bool:
+    """Whether the server closed this idle psycopg connection, without a round trip: a pooled connection
+    has read every reply, so anything readable on its socket is the server's goodbye (a restart, a
+    ``pg_terminate_backend``, ``idle_session_timeout``: a FATAL message and end of file). A peer that
+    vanished without a word (a dropped network) is not seen here: the first statement fails instead."""
+    if dbapi_conn.closed or dbapi_conn.broken:
+        return True
+    try:
+        fd = dbapi_conn.fileno()
+    except Exception:  # noqa: BLE001 - psycopg: "the connection is lost"
+        return True
+    poller = select.poll()  # not select.select: no FD_SETSIZE limit
+    poller.register(fd, select.POLLIN | select.POLLPRI)
+    return bool(poller.poll(0))
+
+
+def connection_lost(exc: BaseException) -> bool:
+    """Whether ``exc`` is the database connection failing rather than the work: one that died in use (the
+    server restarted, the backend was terminated, the network dropped; SQLAlchemy has invalidated it), or
+    none could be made (the server is down or restarting; ``statement`` is None). The unit of work that
+    met it can simply be redone from its last committed state."""
+    if not isinstance(exc, sa.exc.DBAPIError):
+        return False
+    return bool(exc.connection_invalidated) or (isinstance(exc, sa.exc.OperationalError) and exc.statement is None)
+
+
+def describe_error(exc: BaseException) -> str:
+    """The first line of a database error, without SQLAlchemy's SQL echo and background link."""
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig).strip().splitlines()[0] if str(orig).strip() else ""
+    return f"{type(orig).__module__}.{type(orig).__name__}: {text}" if text else type(orig).__name__
 
 
 @contextmanager

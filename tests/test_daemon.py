@@ -295,6 +295,71 @@ def test_watch_added_while_running_is_picked_up(tmp_path, db_url):
         engine.dispose()
 
 
+# Every other backend of the test's database (the daemon's), at a moment when none of them is in the middle
+# of something, except waiting for a lock: the statement the issue names, made safe to time.
+KILL_BACKENDS = ("SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity WHERE datname = current_database()"
+                 " AND pid <> pg_backend_pid() AND NOT EXISTS (SELECT 1 FROM pg_stat_activity b WHERE"
+                 " b.datname = current_database() AND b.pid <> pg_backend_pid() AND b.state <> 'idle'"
+                 " AND b.wait_event_type IS DISTINCT FROM 'Lock')")
+
+
+def test_terminated_backends_cost_only_the_unit_in_flight_and_it_is_redone(tmp_path, db_url):
+    """No pre-ping on PostgreSQL (db.make_engine): the daemon's backends are terminated twice while it runs.
+    Idle in the pool, each dead connection is noticed at checkout without a round trip and replaced:
+    nothing fails. In use (a poll blocked on a lock held by the test), that one unit fails, says so in
+    one line, hands its lease back, and the next tick polls again: the next photo is posted."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("terminates PostgreSQL backends")
+    cfg = write_config(tmp_path, db_url)
+    # Ticks a second apart (workers still tick after each task): fewer moments where a unit of work holds a
+    # connection it has not used yet, which no pg_stat_activity check can see.
+    cfg.write_text(cfg.read_text().replace("tick_seconds = 0.1", "tick_seconds = 1.0"))
+    inbox, log_path = tmp_path / "inbox", tmp_path / "daemon.log"
+    engine = sa.create_engine(db_url, poolclass=sa.pool.NullPool)  # its own connections survive the kills
+    rng = random.Random(5)
+    proc = start(cfg, output=log_path)
+    try:
+        wait_for(lambda: baseline_done(engine), 30, "first poll")
+        drop_photo(inbox, "a.jpg", rng, size=(64, 48))
+        wait_for(lambda: outbox_counts(tmp_path / "outbox").get("a.jpg") == 1, 30, "a.jpg posted")
+
+        def kill(conn) -> int:
+            conn.execute(sa.text("SELECT pg_stat_clear_snapshot()"))  # pg_stat_activity is read once a transaction
+            return len(conn.execute(sa.text(KILL_BACKENDS)).all())
+
+        with engine.connect() as conn:  # 1. every backend idle in the daemon's pool
+            assert wait_for(lambda: kill(conn), 30, "a quiet moment to terminate the backends") >= 1
+        drop_photo(inbox, "b.jpg", rng, size=(64, 48))
+        wait_for(lambda: outbox_counts(tmp_path / "outbox").get("b.jpg") == 1, 30, "b.jpg posted")
+        assert "failed" not in log_path.read_text()
+
+        # 2. A poll in flight: its read of the known files waits for the test's lock, then its backend goes.
+        with engine.connect() as locker:
+            locker.execute(sa.text("LOCK TABLE source_file IN ACCESS EXCLUSIVE MODE"))
+            wait_for(lambda: locker.execute(sa.text(
+                "SELECT pg_stat_clear_snapshot(), count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND wait_event_type = 'Lock' AND query ILIKE '%source_file%'")).one()[1], 30, "a poll waiting")
+            assert wait_for(lambda: kill(locker), 30, "a moment with only the poll in flight") >= 1
+            locker.rollback()
+        drop_photo(inbox, "c.jpg", rng, size=(64, 48))
+        wait_for(lambda: outbox_counts(tmp_path / "outbox").get("c.jpg") == 1, 30, "c.jpg posted (poll redone)")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=15)
+    log = log_path.read_text()
+    failures = [line for line in log.splitlines() if "failed" in line]
+    assert len(failures) == 1, log  # the poll in flight; the tick, renew and every idle connection carried on
+    assert "daemon.task_failed" in failures[0] and "kind=polls" in failures[0]
+    assert "database connection lost: psycopg.errors.AdminShutdown: terminating connection" in failures[0]
+    assert "retry=\"next tick\"" in failures[0] or "retry=next tick" in failures[0]
+    assert "Traceback" not in log
+    assert outbox_counts(tmp_path / "outbox") == {"a.jpg": 1, "b.jpg": 1, "c.jpg": 1}
+    with engine.connect() as conn:  # stopped cleanly: nothing left leased
+        assert conn.execute(sa.text("SELECT count(*) FROM watch WHERE lease_owner IS NOT NULL")).scalar() == 0
+        assert conn.execute(sa.text("SELECT count(*) FROM post WHERE lease_owner IS NOT NULL")).scalar() == 0
+    engine.dispose()
+
+
 @pytest.mark.parametrize("toml,expected", [
     ("[db]\nurll = 'x'\n", "[db] urll: unknown key"),
     ("[daemon]\nworkers = 'x'\n", "[daemon] workers: Input should be a valid integer"),

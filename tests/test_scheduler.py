@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import timedelta
 
 import sqlalchemy as sa
 from helpers import wait_for, write_image
@@ -12,7 +13,7 @@ from test_pipeline import add_watch, make_due
 
 from aiposter.core import registry
 from aiposter.core.daemon import POLL_BATCH, Daemon
-from aiposter.core.models import Post, Watch
+from aiposter.core.models import Post, Watch, utcnow
 from aiposter.core.pipeline import Context, poll_watches
 from aiposter.db import session_scope
 from aiposter.services import watches
@@ -164,7 +165,8 @@ def test_a_worker_ticks_after_work_but_not_after_an_idle_batch_when_the_schedule
     try:
         assert not daemon.tick_after("polls", [1, 2], 0)  # idle partial batch: the scheduler's tick will do
         assert daemon.tick_after("polls", [1, 2], 1)  # a watch had something new
-        assert daemon.tick_after("polls", list(range(POLL_BATCH)), 0)  # full batch: more may be due now
+        assert wait_for(lambda: daemon._took_all_due)  # its ticks claimed fewer watches than their limit
+        assert not daemon.tick_after("polls", list(range(POLL_BATCH)), 0)  # so a full batch leaves nothing due
         assert daemon.tick_after("polls", [1, 2], None)  # the batch failed
         assert daemon.tick_after("post", 7, None) and daemon.tick_after("poll", 3, None)
         assert daemon.tick_after("feed", 4, None)
@@ -176,3 +178,48 @@ def test_a_worker_ticks_after_work_but_not_after_an_idle_batch_when_the_schedule
         assert slow.tick_after("polls", [1, 2], 0)
     finally:
         assert slow.stop(timeout=5)
+
+
+def test_a_full_batch_ticks_again_only_when_its_claim_hit_the_limit(make_ctx, tmp_path):
+    ctx = make_ctx(daemon={"workers": 1})  # one free slot: a tick claims at most POLL_BATCH local watches
+    daemon = Daemon(ctx)  # not started: its ticks run here
+    for i in range(POLL_BATCH + 1):
+        add_watch(ctx, tmp_path / f"w{i}")
+    with session_scope(ctx.engine) as s:
+        s.execute(sa.update(Watch).values(next_poll_at=utcnow() - timedelta(seconds=1)))
+    daemon.tick()
+    kind, ident = daemon.tasks.get_nowait()
+    # One more is due: the worker that polls this batch ticks at once (tick_after), idle or not.
+    assert kind == "polls" and len(ident) == POLL_BATCH and daemon._took_all_due is False
+    daemon.tick()
+    assert len(daemon.tasks.get_nowait()[1]) == 1 and daemon._took_all_due is True
+
+
+def test_a_failed_task_hands_its_leases_back(ctx, tmp_path, caplog):
+    """A task that raised no longer holds its leases (the renew job used to extend them until the daemon
+    stopped, so the watch was never polled again). After a lost database connection they are free at once
+    and the next tick redoes the work; after any other error they are no longer renewed and expire as a
+    crashed worker's would (a bug retried once a lease, not at every tick)."""
+    from aiposter.core import queue as workqueue
+
+    lost_wid, bug_wid = add_watch(ctx, tmp_path / "a"), add_watch(ctx, tmp_path / "b")
+    for wid in (lost_wid, bug_wid):
+        make_due(ctx, wid)
+    with session_scope(ctx.engine) as s:
+        assert sorted(workqueue.claim_watches(s, ctx.owner, 60, 10)) == sorted([lost_wid, bug_wid])
+    expires = _watch(ctx, bug_wid).lease_expires_at
+    daemon = Daemon(ctx)  # not started: only its handling of a failed task
+    lost = sa.exc.OperationalError("SELECT 1", {}, Exception("terminating connection due to administrator command"),
+                                   connection_invalidated=True)
+    daemon._task_failed("polls", [lost_wid], lost)
+    daemon._task_failed("poll", bug_wid, RuntimeError("a bug"))
+    assert (_watch(ctx, lost_wid).lease_owner, _watch(ctx, lost_wid).lease_expires_at) == (None, None)
+    assert (_watch(ctx, bug_wid).lease_owner, _watch(ctx, bug_wid).lease_expires_at) == (None, expires)
+    daemon.renew()
+    assert _watch(ctx, bug_wid).lease_expires_at == expires  # no longer renewed
+    with session_scope(ctx.engine) as s:  # another worker: the first at once, the other once its lease expires
+        assert workqueue.claim_watches(s, "other", 60, 10) == [lost_wid]
+    lines = [r for r in caplog.records if r.getMessage() == "daemon.task_failed"]
+    assert [r.levelname for r in lines] == ["WARNING", "ERROR"]
+    assert lines[0].fields["error"].startswith("database connection lost: ") and lines[0].exc_info is None
+    assert lines[1].exc_info is not None  # a bug keeps its traceback

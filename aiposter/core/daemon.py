@@ -35,9 +35,9 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from aiposter.core import credentials, pauses, pipeline, states
 from aiposter.core import drive_feeds as drive_poller
 from aiposter.core import queue as workqueue
-from aiposter.core.models import Post
+from aiposter.core.models import DriveFeed, Post, Watch
 from aiposter.core.pipeline import Context
-from aiposter.db import session_scope
+from aiposter.db import connection_lost, describe_error, session_scope
 from aiposter.logs import fields
 from aiposter.services import notify
 
@@ -48,7 +48,8 @@ log = logging.getLogger("aiposter.daemon")
 POLL_BATCH = 100
 # A worker that finishes a task ticks at once to claim the next due work, unless the task was a batch of
 # idle polls that emptied the due list (a partial batch, nothing found) and the scheduler's own tick is
-# at most this far away: on an idle daemon those extra ticks were half of its CPU and found nothing.
+# at most this far away: on an idle daemon those extra ticks were half of its CPU and found nothing. The
+# same for a full batch when the last tick's claim took every local watch then due (it was under its limit).
 RETICK_SKIP_SECONDS = 1.0
 
 
@@ -64,6 +65,8 @@ class Daemon:
         self.tasks: queue.Queue = queue.Queue()
         self.busy = 0
         self._busy_lock = threading.Lock()
+        self._unreturned: list[tuple[type, list[int], bool]] = []  # leases a failed task could not hand back
+        self._took_all_due = False  # the last tick claimed every local watch then due (fewer than its limit)
         self.stopping = threading.Event()
         self.workers: list[threading.Thread] = []
         self.scheduler = BackgroundScheduler(
@@ -154,6 +157,7 @@ class Daemon:
                 # watches; see pipeline.poll_watches); other sources one watch per task.
                 local = workqueue.claim_watches(s, self.ctx.owner, d.lease_seconds, free * POLL_BATCH,
                                                 source="local")
+                took_all_due = len(local) < free * POLL_BATCH
                 watch_ids = workqueue.claim_watches(s, self.ctx.owner, d.lease_seconds, free,
                                                     exclude_source="local")
                 batches = [local[i:i + POLL_BATCH] for i in range(0, len(local), POLL_BATCH)]
@@ -163,6 +167,7 @@ class Daemon:
                     free -= len(feed_ids)
                 if free > 0:
                     post_ids = workqueue.claim_posts(s, self.ctx.owner, d.lease_seconds, free)
+            self._took_all_due = took_all_due
             for batch in batches:
                 self.tasks.put(("polls", batch))
             for wid in watch_ids:
@@ -171,16 +176,25 @@ class Daemon:
                 self.tasks.put(("feed", fid))
             for pid in post_ids:
                 self.tasks.put(("post", pid))
-        except Exception:  # noqa: BLE001 - a DB hiccup must not kill the timer
-            log.exception("daemon.tick_failed")
+        except Exception as exc:  # noqa: BLE001 - a DB hiccup must not kill the timer
+            _log_failure("daemon.tick_failed", exc, retry="next tick")
 
     def renew(self) -> None:
         try:
-            with session_scope(self.ctx.engine) as s:
-                workqueue.renew(s, self.ctx.owner, self.cfg.daemon.lease_seconds)
-                drive_poller.renew(s, self.ctx.owner, self.cfg.daemon.lease_seconds)
-        except Exception:  # noqa: BLE001
-            log.exception("daemon.renew_failed")
+            with self._busy_lock:
+                unreturned, self._unreturned = self._unreturned, []
+            try:
+                with session_scope(self.ctx.engine) as s:
+                    for model, ids, at_once in unreturned:  # first, so they are not renewed below
+                        workqueue.hand_back(s, model, ids, self.ctx.owner, at_once)
+                    workqueue.renew(s, self.ctx.owner, self.cfg.daemon.lease_seconds)
+                    drive_poller.renew(s, self.ctx.owner, self.cfg.daemon.lease_seconds)
+            except BaseException:
+                with self._busy_lock:
+                    self._unreturned[:0] = unreturned
+                raise
+        except Exception as exc:  # noqa: BLE001
+            _log_failure("daemon.renew_failed", exc)
 
     def notify(self) -> None:
         try:
@@ -222,20 +236,45 @@ class Daemon:
                     poll_feed(self.ctx, ident)
                 else:
                     pipeline.process_post(self.ctx, ident)
-            except Exception:  # noqa: BLE001 - never let one task kill a worker
-                log.exception("daemon.task_failed", extra=fields(kind=kind, id=ident))
+            except Exception as exc:  # noqa: BLE001 - never let one task kill a worker
+                self._task_failed(kind, ident, exc)
             finally:
                 with self._busy_lock:
                     self.busy -= 1
             if self.tasks.empty() and self.tick_after(kind, ident, full_path):
                 self.tick()  # claim the next due work now instead of idling until the next tick
 
+    def _task_failed(self, kind: str, ident, exc: Exception) -> None:
+        """Log a failed task and hand its leases back, so they are no longer renewed (before, a failed task's
+        watches or post stayed leased, renewed every ``lease_seconds / 3``, until the daemon stopped).
+
+        A lost database connection (a PostgreSQL restart, a terminated backend) is one line, and the work
+        is claimable again at once: the next tick redoes it from its last committed state, as after a
+        restart. Any other failure logs its traceback and leaves the lease to expire, as a crashed worker's
+        would: retried after ``lease_seconds``, not in a loop at every tick."""
+        lost = connection_lost(exc)
+        _log_failure("daemon.task_failed", exc, kind=kind, id=ident,
+                     retry="next tick" if lost else "when the lease expires")
+        model = {"poll": Watch, "polls": Watch, "feed": DriveFeed}.get(kind, Post)
+        ids = list(ident) if kind == "polls" else [ident]
+        try:
+            with session_scope(self.ctx.engine) as s:
+                workqueue.hand_back(s, model, ids, self.ctx.owner, at_once=lost)
+        except Exception as again:  # noqa: BLE001 - the renew job hands them back (or they expire)
+            _log_failure("daemon.hand_back_failed", again, kind=kind, id=ident)
+            with self._busy_lock:
+                self._unreturned.append((model, ids, lost))
+
     def tick_after(self, kind: str, ident, full_path: int | None) -> bool:
-        """Whether a worker that just finished this task should tick at once. Not after a partial batch of
-        polls where every watch was idle (the tick that claimed it took every watch then due, and the batch
-        created nothing) when the scheduler ticks within ``RETICK_SKIP_SECONDS`` anyway. Any other task
-        (a post step, a feed, a watch polled alone, a full batch, a batch with anything new) ticks."""
-        if kind != "polls" or full_path != 0 or len(ident) >= POLL_BATCH:
+        """Whether a worker that just finished this task should tick at once. Not after a batch of polls
+        where every watch was idle (the batch created nothing) and every watch then due was claimed (a
+        partial batch; or a full one when the last tick's claim was under its limit: 170 watches due a
+        second split into 100 + 70, the full batch's re-tick found only the few that came due since) when
+        the scheduler ticks within ``RETICK_SKIP_SECONDS`` anyway. Any other task (a post step, a feed, a
+        watch polled alone, a full batch from a claim that hit its limit, a batch with anything new) ticks."""
+        if kind != "polls" or full_path != 0:
+            return True
+        if len(ident) >= POLL_BATCH and not self._took_all_due:
             return True
         return self._scheduled_tick_in() > RETICK_SKIP_SECONDS
 
@@ -246,6 +285,16 @@ class Daemon:
         if when is None:
             return math.inf
         return (when - datetime.now(UTC)).total_seconds()
+
+
+def _log_failure(event: str, exc: Exception, **kw) -> None:
+    """A lost database connection, or a database that cannot be reached (a restart in progress: a line each
+    tick until it is back), as one warning line naming the error; anything else with its traceback."""
+    if connection_lost(exc):
+        what = "database unreachable" if exc.statement is None else "database connection lost"
+        log.warning(event, extra=fields(error=f"{what}: {describe_error(exc)}", **kw))
+    else:
+        log.exception(event, extra=fields(**kw))
 
 
 def flag_tokens(ctx: Context) -> None:

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
@@ -55,7 +56,7 @@ from aiposter.core.models import (
 from aiposter.core.ports import CaptionRequest, Listing, Pending, Published, PublishRequest, RemoteFile, WatchRef
 from aiposter.core.retry import Backoff, GiveUp
 from aiposter.crypto import Keyring
-from aiposter.db import read_scope, session_scope
+from aiposter.db import connection_lost, ids_in, is_sqlite, read_scope, session_scope
 from aiposter.logs import fields
 from aiposter.services import notify, review
 
@@ -178,13 +179,13 @@ def poll_watches(ctx: Context, watch_ids: list[int]) -> int:
     from aiposter.services.watches import folder_problem
 
     with read_scope(ctx.engine) as conn, Session(bind=conn) as s:
-        ws = list(s.exec(select(Watch).where(Watch.id.in_(watch_ids))))
-        users = {u.id: u for u in s.exec(select(User).where(User.id.in_({w.user_id for w in ws})))}
+        ws = list(s.exec(select(Watch).where(ids_in(Watch.id, watch_ids, ctx.engine))))
+        users = {u.id: u for u in s.exec(select(User).where(ids_in(User.id, {w.user_id for w in ws}, ctx.engine)))}
         plans = [(w.id, w.source, _watch_ref(w), folder_problem(ctx.cfg, users[w.user_id], w), w.baseline_done,
                   w.cursor, w.folder_name, w.interval_seconds) for w in ws]
         known: dict[int, dict[str, tuple[str, str | None]]] = {w.id: {} for w in ws}
         q = sa.select(SourceFile.watch_id, SourceFile.ref, SourceFile.status, SourceFile.fingerprint).where(
-            SourceFile.watch_id.in_(watch_ids))
+            ids_in(SourceFile.watch_id, watch_ids, ctx.engine))
         for row in conn.execute(q):
             known[row.watch_id][row.ref] = (row.status, row.fingerprint)
     idle: list[dict] = []
@@ -222,12 +223,27 @@ def poll_watches(ctx: Context, watch_ids: list[int]) -> int:
         idle.append({"wid": wid, "now": now, "next": next_poll_at(wid, interval, now)})
     if idle:
         with session_scope(ctx.engine) as s:
-            s.connection().execute(
-                sa.update(Watch.__table__).where(Watch.__table__.c.id == sa.bindparam("wid"),
-                                                 Watch.__table__.c.lease_owner == ctx.owner)
-                .values(last_poll_at=sa.bindparam("now"), last_poll_error=None,
-                        next_poll_at=sa.bindparam("next"), lease_owner=None, lease_expires_at=None), idle)
+            s.connection().execute(*_idle_bookkeeping(ctx, idle, now))
     return full_path
+
+
+def _idle_bookkeeping(ctx: Context, idle: list[dict], now: datetime) -> tuple:
+    """The statement (and its parameters) that records a batch of idle polls and drops their leases. On
+    SQLite an executemany; on PostgreSQL one ``UPDATE ... FROM unnest(:ids, :nexts)`` (an executemany there
+    is one execution per row: 2.0 ms of client and 1.8 ms of server CPU per 100 watches, against 0.9 and
+    0.8), whose text does not depend on the batch size, so psycopg prepares it."""
+    t = Watch.__table__
+    if is_sqlite(ctx.engine):
+        return (sa.update(t).where(t.c.id == sa.bindparam("wid"), t.c.lease_owner == ctx.owner)
+                .values(last_poll_at=sa.bindparam("now"), last_poll_error=None, next_poll_at=sa.bindparam("next"),
+                        lease_owner=None, lease_expires_at=None), idle)
+    stamp = sa.DateTime(timezone=True)
+    rows = (sa.func.unnest(sa.bindparam("wids", type_=ARRAY(sa.Integer)), sa.bindparam("nexts", type_=ARRAY(stamp)))
+            .table_valued("wid", sa.column("next", stamp)).render_derived())
+    stmt = (sa.update(t).where(t.c.id == rows.c.wid, t.c.lease_owner == ctx.owner)
+            .values(last_poll_at=now, last_poll_error=None, next_poll_at=rows.c.next, lease_owner=None,
+                    lease_expires_at=None))
+    return stmt, {"wids": [r["wid"] for r in idle], "nexts": [r["next"] for r in idle]}
 
 
 def next_poll_at(watch_id: int, interval_seconds: int, now: datetime) -> datetime:
@@ -408,6 +424,8 @@ def process_post(ctx: Context, post_id: int) -> None:
         try:
             advanced = step(ctx, post_id)
         except Exception as exc:  # noqa: BLE001 - a bug must fail one post visibly, not kill the worker
+            if connection_lost(exc):
+                raise  # not the post's fault: the daemon hands the lease back, the step is redone from its state
             log.exception("post.step_crashed", extra=fields(post_id=post_id, status=status))
             _step_failed(ctx, post_id, status, StepError(f"internal error: {exc!r}"))
             advanced = False

@@ -89,6 +89,16 @@ def renew(session: Session, owner: str, lease_seconds: int, now: datetime | None
     return n
 
 
+def hand_back(session: Session, model, ids: list[int], owner: str, at_once: bool) -> int:
+    """Stop holding these leases after a failed task, so :func:`renew` no longer extends them. ``at_once``:
+    claimable at the next tick (the task met a lost connection and is simply redone); otherwise when the
+    lease expires, as a crashed worker's (a bug is retried once per lease, not at every tick). ``model``:
+    Watch, Post or DriveFeed."""
+    values = {"lease_owner": None, "lease_expires_at": None} if at_once else {"lease_owner": None}
+    return session.execute(sa.update(model).where(model.id.in_(ids), model.lease_owner == owner).values(**values)
+                           .execution_options(synchronize_session=False)).rowcount
+
+
 def release_all(session: Session, owner: str | None = None) -> int:
     """Drop leases: this worker's at shutdown, or (owner=None) all of them when we know we are alone."""
     n = 0
