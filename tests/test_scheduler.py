@@ -223,3 +223,34 @@ def test_a_failed_task_hands_its_leases_back(ctx, tmp_path, caplog):
     assert [r.levelname for r in lines] == ["WARNING", "ERROR"]
     assert lines[0].fields["error"].startswith("database connection lost: ") and lines[0].exc_info is None
     assert lines[1].exc_info is not None  # a bug keeps its traceback
+
+
+def test_a_tick_whose_commit_answer_is_lost_gives_its_claims_back(ctx, tmp_path):
+    """The server committed the tick's claims but its answer never came (the connection dropped): the
+    claims are ours in the database, yet no worker has them, and the renew job would extend them for ever.
+    The tick hands them back, so the next tick (here or on another replica) takes the work."""
+    from sqlmodel import Session
+
+    wid = add_watch(ctx, tmp_path / "a")
+    make_due(ctx, wid)
+    daemon = Daemon(ctx)  # not started: the tick alone
+    me = threading.get_ident()
+    lost = []
+
+    def answer_lost(session):
+        if threading.get_ident() == me and not lost:
+            lost.append(session)
+            raise sa.exc.OperationalError("COMMIT", {}, Exception("server closed the connection unexpectedly"),
+                                          connection_invalidated=True)
+
+    sa.event.listen(Session, "after_commit", answer_lost)
+    try:
+        daemon.tick()
+    finally:
+        sa.event.remove(Session, "after_commit", answer_lost)
+    assert lost and daemon.tasks.empty()  # the claim committed, then the tick failed: no task handed out
+    w = _watch(ctx, wid)
+    assert (w.lease_owner, w.lease_expires_at) == (None, None)
+    daemon.renew()
+    daemon.tick()
+    assert daemon.tasks.get_nowait() == ("polls", [wid])

@@ -143,6 +143,7 @@ class Daemon:
                 self.heartbeat.beat()
             except OSError:
                 log.warning("daemon.heartbeat_failed", exc_info=True)
+        claimed_ok, claimed = False, []  # what this tick may hold, should its commit fail
         try:
             free = self._free_slots()
             if free <= 0:
@@ -160,13 +161,17 @@ class Daemon:
                 took_all_due = len(local) < free * POLL_BATCH
                 watch_ids = workqueue.claim_watches(s, self.ctx.owner, d.lease_seconds, free,
                                                     exclude_source="local")
+                claimed.append((Watch, local + watch_ids))
                 batches = [local[i:i + POLL_BATCH] for i in range(0, len(local), POLL_BATCH)]
                 free -= len(watch_ids) + len(batches)
                 if free > 0:
                     feed_ids = drive_poller.claim_feeds(s, self.ctx.owner, d.lease_seconds, free)
+                    claimed.append((DriveFeed, feed_ids))
                     free -= len(feed_ids)
                 if free > 0:
                     post_ids = workqueue.claim_posts(s, self.ctx.owner, d.lease_seconds, free)
+                    claimed.append((Post, post_ids))
+            claimed_ok = True  # committed
             self._took_all_due = took_all_due
             for batch in batches:
                 self.tasks.put(("polls", batch))
@@ -178,6 +183,12 @@ class Daemon:
                 self.tasks.put(("post", pid))
         except Exception as exc:  # noqa: BLE001 - a DB hiccup must not kill the timer
             _log_failure("daemon.tick_failed", exc, retry="next tick")
+            if not claimed_ok:
+                # The commit failed, or its answer was lost after the server committed: the claims may be
+                # ours, but no worker has them, and the renew job would extend them for ever. Give them back.
+                for model, ids in claimed:
+                    if ids:
+                        self._give_back(model, ids, at_once=True, what="tick")
 
     def renew(self) -> None:
         try:
@@ -256,14 +267,18 @@ class Daemon:
         _log_failure("daemon.task_failed", exc, kind=kind, id=ident,
                      retry="next tick" if lost else "when the lease expires")
         model = {"poll": Watch, "polls": Watch, "feed": DriveFeed}.get(kind, Post)
-        ids = list(ident) if kind == "polls" else [ident]
+        self._give_back(model, list(ident) if kind == "polls" else [ident], at_once=lost, what=kind)
+
+    def _give_back(self, model, ids: list[int], *, at_once: bool, what: str) -> None:
+        """Hand leases back now (see :func:`workqueue.hand_back`); if that fails too, the renew job does it
+        before renewing anything."""
         try:
             with session_scope(self.ctx.engine) as s:
-                workqueue.hand_back(s, model, ids, self.ctx.owner, at_once=lost)
+                workqueue.hand_back(s, model, ids, self.ctx.owner, at_once=at_once)
         except Exception as again:  # noqa: BLE001 - the renew job hands them back (or they expire)
-            _log_failure("daemon.hand_back_failed", again, kind=kind, id=ident)
+            _log_failure("daemon.hand_back_failed", again, kind=what, id=ids)
             with self._busy_lock:
-                self._unreturned.append((model, ids, lost))
+                self._unreturned.append((model, ids, at_once))
 
     def tick_after(self, kind: str, ident, full_path: int | None) -> bool:
         """Whether a worker that just finished this task should tick at once. Not after a batch of polls
