@@ -130,6 +130,15 @@ class Install:
         with session_scope(self.app.engine) as s:
             return list(s.exec(select(Post).order_by(Post.id)))
 
+    def run_until_published(self, rounds: int) -> None:
+        """Make every waiting step due and run, up to ``rounds`` times, until the first post is published
+        (retries and reconciliation wait for their backoff otherwise)."""
+        for _ in range(rounds):
+            self.make_all_due()
+            self.run(5)
+            if self.posts()[0].status == states.PUBLISHED:
+                return
+
     def make_all_due(self):
         now = utcnow()
         with session_scope(self.app.engine) as s:
@@ -305,11 +314,7 @@ def test_publish_that_commits_then_drops_is_reconciled_exactly_once(install, tmp
     wid = install.watch(tmp_path / "inbox")
     write_image(tmp_path / "inbox", "a.jpg", _photo())
     install.due(wid)
-    for _ in range(20):
-        install.make_all_due()
-        install.run(5)
-        if install.posts()[0].status == states.PUBLISHED:
-            break
+    install.run_until_published(20)
     [post] = install.posts()
     assert post.status == states.PUBLISHED, {p: x.last_error for p, x in install.targets().items()}
     assert len(g.page_posts(PAGE)) == 1
@@ -347,11 +352,7 @@ def test_a_published_target_whose_record_is_lost_with_the_next_targets_transacti
     assert len(g.page_posts(PAGE)) == 1  # Facebook published; its record was lost with the transaction
     fb = install.targets()["facebook"]
     assert fb.status == states.T_PUBLISHING and fb.step_started_at is not None  # in flight: reconcile first
-    for _ in range(10):
-        install.make_all_due()
-        install.run(5)
-        if install.posts()[0].status == states.PUBLISHED:
-            break
+    install.run_until_published(10)
     [post] = install.posts()
     assert post.status == states.PUBLISHED, {p: x.last_error for p, x in install.targets().items()}
     assert len(g.page_posts(PAGE)) == 1 and len(g.media_of(IG)) == 1 and len(t.media_of(TH)) == 1
